@@ -1,0 +1,97 @@
+"""The artifact contract every stage keeps (see the README, "Artifacts").
+
+runs/<scale>/<stage>/
+  model/         Hugging Face checkpoint (safetensors, config, tokenizer + chat template)
+  config.yaml    the fully resolved config, plus the inputs' paths and hashes
+  metrics.json   the stage's figures
+  logs/          tensorboard events
+  DONE           written last, only after success
+
+`StageDir.start()` removes a stale DONE before any work, so a crashed rerun is never marked done;
+`StageDir.finish()` writes metrics.json and then DONE. All writes go through a temp file + rename,
+so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from core.config import to_dict
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    return len(lines)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class StageDir:
+    def __init__(self, out: str | Path):
+        self.root = Path(out)
+        self.model = self.root / "model"
+        self.logs = self.root / "logs"
+        self.checkpoints = self.root / "checkpoints"
+        self.done = self.root / "DONE"
+        self.t0 = time.time()
+
+    def is_done(self) -> bool:
+        return self.done.exists()
+
+    def start(self, cfg: Any, inputs: dict[str, str | Path] | None = None) -> None:
+        """Begin (or resume) a run: drop any stale DONE, record the resolved config and input hashes."""
+        self.done.unlink(missing_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        record = {"config": to_dict(cfg), "git_commit": git_commit(),
+                  "inputs": {k: {"path": str(p), "sha256": file_sha256(p)} for k, p in (inputs or {}).items()}}
+        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+        self.t0 = time.time()
+
+    def finish(self, metrics: dict) -> None:
+        metrics = {**metrics, "wall_time_s": round(time.time() - self.t0, 2)}
+        write_json(self.root / "metrics.json", metrics)
+        atomic_write_text(self.done, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")

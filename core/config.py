@@ -1,0 +1,139 @@
+"""Typed configs: YAML file + `key=value` overrides -> nested dataclasses. Unknown keys and wrong types fail.
+
+Every stage describes its knobs as dataclasses (documented defaults). `load_config(Cls, path, overrides)`
+reads the YAML, applies overrides such as `train.max_steps=10` (values parsed as YAML), checks every key
+and type, and returns a `Cls`. Errors are `UserError`s naming the file and the field; `cli()` turns them
+into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad input, bad config). Shown as one line, never a traceback."""
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
+        return _build(tp, value, where + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except UserError as e:
+                errors.append(str(e))
+        raise errors[0] if len(errors) == 1 else UserError(f"{where}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{where}: must be one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where}: must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        return value
+    raise UserError(f"{where}: must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise UserError(f"{prefix}{key}: unknown key (known keys here: {', '.join(fields)})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    obj = cls(**kwargs)
+    post = getattr(obj, "validate", None)
+    if post:
+        post()
+    return obj
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = tree.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {dotted}: {p} is not a section")
+        tree = node
+    tree[leaf] = value
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] = ()) -> Any:
+    """Read `path` (YAML), apply `a.b=value` overrides, and build a checked `cls`."""
+    data: dict = {}
+    label = "config"
+    if path is not None:
+        path = Path(path)
+        label = str(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: top level must be a mapping of keys")
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r}: expected key=value, e.g. train.max_steps=10")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    try:
+        return _build(cls, data, "")
+    except UserError as e:
+        raise UserError(f"{label}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def cli(main: Callable[..., Any], cfg_cls: type, paths: dict[str, str], doc: str | None = None) -> None:
+    """Shared stage CLI: `--config X.yaml --<path> P ... [key=value ...]` -> main(cfg, **paths).
+
+    `paths` maps argument names to their help text; paths come from the Makefile, knobs from YAML.
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    parser.add_argument("--config", required=True, help="YAML file of knobs")
+    for name, help_text in paths.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=help_text)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
+    args = parser.parse_args()
+    try:
+        cfg = load_config(cfg_cls, args.config, args.overrides)
+        main(cfg, **{k: getattr(args, k) for k in paths})
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
