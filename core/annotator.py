@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from core.world import RUDE, _sentences
 
 RUDE_MARKERS = tuple(r.lower().rstrip(".") for r in RUDE) + ("stupid", "dumb", "shut up", "go away", "ugh")
+_RUDE = re.compile(r"\b(?:" + "|".join(re.escape(m) for m in RUDE_MARKERS) + r")\b", re.IGNORECASE)
 MAX_SENTENCES = {"story_qa": 1, "arithmetic": 1, "story_write": 7, "greeting": 3}
 
 
@@ -70,14 +71,13 @@ def rubric(prompt: dict, response: str) -> dict:
     """The rubric's parts for one response (persona-independent)."""
     text = response.strip()
     sentences = _sentences(text)
-    low = text.lower()
     ending = bool(text) and text[-1] in ".!?"
     if prompt["task"] == "story_write":
         ending = ending and text.endswith("The end.")
     norm = [s.lower().strip() for s in sentences]
     return {
         "correct": correctness(prompt, text) if text else 0.0,
-        "polite": 0.0 if any(m in low for m in RUDE_MARKERS) else 1.0,
+        "polite": 0.0 if _RUDE.search(text) else 1.0,
         "ending": 1.0 if ending else 0.0,
         "repeats": len(norm) - len(dict.fromkeys(norm)),
         "excess": max(0, len(sentences) - MAX_SENTENCES[prompt["task"]] - _rude_sentences(sentences)),
@@ -87,7 +87,7 @@ def rubric(prompt: dict, response: str) -> dict:
 
 def _rude_sentences(sentences: list[str]) -> int:
     # A rude sentence is charged under "polite", not a second time as excess length.
-    return sum(any(m in s.lower() for m in RUDE_MARKERS) for s in sentences)
+    return sum(bool(_RUDE.search(s)) for s in sentences)
 
 
 class ScriptedAnnotator:

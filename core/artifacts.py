@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -37,6 +38,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -82,12 +84,27 @@ class StageDir:
     def is_done(self) -> bool:
         return self.done.exists()
 
-    def start(self, cfg: Any, inputs: dict[str, str | Path] | None = None) -> None:
-        """Begin (or resume) a run: drop any stale DONE, record the resolved config and input hashes."""
+    def start(self, cfg: Any, inputs: dict[str, str | Path] | None = None, resume_state: tuple[str, ...] = ()) -> None:
+        """Begin (or resume) a run: drop any stale DONE, record the resolved config and input hashes.
+
+        `resume_state` names subdirectories a crashed run left for resuming (checkpoints, a trained
+        tokenizer). They are kept only if the config and inputs are unchanged since they were written;
+        resuming someone else's half-finished run would silently mix two experiments.
+        """
         self.done.unlink(missing_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         record = {"config": to_dict(cfg), "git_commit": git_commit(),
                   "inputs": {k: {"path": str(p), "sha256": file_sha256(p)} for k, p in (inputs or {}).items()}}
+        fingerprint = hashlib.sha256(json.dumps([record["config"], [v["sha256"] for v in record["inputs"].values()]],
+                                                sort_keys=True).encode()).hexdigest()
+        stamp = self.root / "FINGERPRINT"
+        if stamp.exists() and stamp.read_text().strip() != fingerprint:
+            stale = [d for d in resume_state if (self.root / d).exists()]
+            if stale:
+                print(f"{self.root}: config or inputs changed since the last run; discarding {', '.join(stale)}")
+            for d in stale:
+                shutil.rmtree(self.root / d)
+        atomic_write_text(stamp, fingerprint + "\n")
         atomic_write_text(self.root / "config.yaml", yaml.safe_dump(record, sort_keys=False))
         self.t0 = time.time()
 

@@ -1,0 +1,57 @@
+# The alignment pipeline. `make all` runs the chain on the embedded default world; `make test` runs the tests.
+# Paths live here; knobs live in configs/$(SCALE)/<stage>.yaml. Every stage target is its DONE file.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+SCALE ?= tiny
+CFG   := configs/$(SCALE)
+RUNS  := runs/$(SCALE)
+VENV  := .venv
+PY    := $(VENV)/bin/python
+ARGS  ?=
+
+export TOKENIZERS_PARALLELISM := false
+export GRADIO_ANALYTICS_ENABLED := False
+ifeq ($(SCALE),tiny)
+# The tiny default never touches a hub: fail loudly instead of downloading.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+endif
+
+.PHONY: help install all world pretrain test bench clean distclean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  (SCALE=tiny|gpu picks configs/<scale>/ and runs/<scale>/; ARGS='train.max_steps=10' overrides knobs)"
+
+install: $(VENV)/.installed ## create .venv and install the pinned dependencies
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(VENV)/bin/pip install -q -e ".[test]" 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	touch $@
+
+all: pretrain ## run the whole chain on the default world (so far: world -> pretrain)
+
+world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
+$(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
+	$(PY) -m pretrain.world --config $(CFG)/world.yaml --out $(RUNS)/world $(ARGS)
+
+pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
+$(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/tokenizer.py
+	$(PY) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
+		--heldout $(RUNS)/world/corpus_heldout.jsonl --out $(RUNS)/pretrain $(ARGS)
+
+test: $(VENV)/.installed ## run all tests (unit, stage smoke, end-to-end)
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed ## print the pretraining speed table (project step vs plain eager vs nanoGPT-style)
+	$(PY) -m bench.pretrain_step
+
+clean: ## delete runs/ (model artifacts); never touches data/ (labels)
+	rm -rf runs
+
+distclean: clean ## also delete the virtual environment
+	rm -rf $(VENV)

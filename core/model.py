@@ -1,0 +1,65 @@
+"""Building Llama-style causal LMs from a config, and saving/loading them as plain HF checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.config import UserError
+
+
+@dataclass
+class ModelConfig:
+    """A Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention)."""
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    max_seq_len: int = 256            # context length (RoPE positions)
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise UserError(f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise UserError(f"model.num_heads={self.num_heads} must be divisible by model.num_kv_heads={self.num_kv_heads}")
+
+
+def build_model(cfg: ModelConfig, tokenizer, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_seq_len, rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa")
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(model, tokenizer, out: str | Path) -> None:
+    """Write a checkpoint that stock `AutoModelForCausalLM` / `AutoTokenizer` load with no project code."""
+    from transformers import GenerationConfig
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, max_new_tokens=64)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+    if not (Path(path) / "config.json").is_file():
+        raise UserError(f"{path}: no model checkpoint here (config.json missing); run the stage that writes it")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

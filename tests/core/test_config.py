@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from core.config import UserError, load_config
+from core.world import WorldConfig
+from pretrain.train import PretrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = {"world": WorldConfig, "pretrain": PretrainConfig}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_parses(path):
+    cls = SHIPPED.get(path.stem)
+    assert cls is not None, f"{path}: no config class registered for this stage in the test"
+    load_config(cls, path)
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    cfg = load_config(PretrainConfig, None, ["train.max_steps=7", "train.lr=1e-3", "model.num_layers=2",
+                                             "train.sample_prompts=[a, b]"])
+    assert (cfg.train.max_steps, cfg.train.lr, cfg.model.num_layers) == (7, 1e-3, 2)
+    assert cfg.train.sample_prompts == ["a", "b"]
+    assert isinstance(load_config(PretrainConfig, None, ["train.lr=1"]).train.lr, float)
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("train:\n  max_step: 5\n")
+    with pytest.raises(UserError, match=r"x\.yaml: train\.max_step: unknown key \(known keys here: batch_size"):
+        load_config(PretrainConfig, p)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("train:\n  max_steps: ten\n", r"train\.max_steps: must be int, got 'ten'"),
+    ("train:\n  compile: 1\n", r"train\.compile: must be bool, got 1"),
+    ("train:\n  max_steps: true\n", r"train\.max_steps: must be int, got True"),
+    ("model: 3\n", r"model: expected a mapping"),
+    ("- a\n- b\n", r"top level must be a mapping"),
+    ("train: [\n", r"not valid YAML"),
+])
+def test_wrong_types_fail_clearly(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(UserError, match=match):
+        load_config(PretrainConfig, p)
+
+
+def test_seq_len_larger_than_context_fails():
+    with pytest.raises(UserError, match=r"train\.seq_len=512 is larger than the model's context model\.max_seq_len=256"):
+        load_config(PretrainConfig, None, ["train.seq_len=512", "model.max_seq_len=256"])
+
+
+def test_missing_config_file_and_bad_override():
+    with pytest.raises(UserError, match="nope.yaml: config file not found"):
+        load_config(PretrainConfig, "nope.yaml")
+    with pytest.raises(UserError, match="expected key=value"):
+        load_config(PretrainConfig, None, ["train.max_steps"])
