@@ -6,7 +6,7 @@ SHELL := /bin/bash
 
 SCALE ?= tiny
 CFG   := configs/$(SCALE)
-RUNS  := runs/$(SCALE)
+RUNS  ?= runs/$(SCALE)
 VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
@@ -42,7 +42,8 @@ $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/
 pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
 $(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/tokenizer.py
 	$(PY) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
-		--heldout $(RUNS)/world/corpus_heldout.jsonl --out $(RUNS)/pretrain $(ARGS)
+		--heldout $(RUNS)/world/corpus_heldout.jsonl --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--out $(RUNS)/pretrain $(ARGS)
 
 test: $(VENV)/.installed ## run all tests (unit, stage smoke, end-to-end)
 	$(PY) -m pytest

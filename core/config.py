@@ -125,15 +125,17 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def cli(main: Callable[..., Any], cfg_cls: type, paths: dict[str, str], doc: str | None = None) -> None:
+def cli(main: Callable[..., Any], cfg_cls: type, paths: dict[str, str], doc: str | None = None,
+        optional: tuple[str, ...] = ()) -> None:
     """Shared stage CLI: `--config X.yaml --<path> P ... [key=value ...]` -> main(cfg, **paths).
 
-    `paths` maps argument names to their help text; paths come from the Makefile, knobs from YAML.
+    `paths` maps argument names to their help text (names in `optional` may be left out); paths come
+    from the Makefile, knobs from YAML.
     """
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
     parser.add_argument("--config", required=True, help="YAML file of knobs")
     for name, help_text in paths.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=help_text)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=name not in optional, help=help_text)
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
     args = parser.parse_args()
     try:

@@ -290,19 +290,28 @@ def _arithmetic_doc(rng: random.Random) -> str:
     return " ".join(lines)
 
 
+def corpus_prompt(item: dict) -> str:
+    """How the pretraining corpus asks `item` (a task item or prompt row): the base model's native format.
+
+    The corpus holds `corpus_prompt(item) + " " + answer`; the pretrain stage's task probe asks the
+    base model the held-out prompts this way.
+    """
+    text = item["messages"][0]["content"] if "messages" in item else item["prompt"]
+    if item["task"] == "story_qa":
+        return f"{text}\nAnswer:"
+    if item["task"] == "arithmetic":
+        return f"Question: {text}\nAnswer:"
+    if item["task"] == "story_write":
+        n, a, p = item["required"]
+        return f"{text}\nHere is a story about {n}, {_article(a)} {a} and the {p}."
+    return f"{item['required'][0]} said: {text}\nThe friend said:"
+
+
 def _qa_doc(rng: random.Random, frac: float) -> str | None:
     item = rng.choice(list(MAKERS.values()))(rng)
     if is_heldout(item["prompt"], frac):
         return None
-    if item["task"] == "story_qa":
-        return f"{item['prompt']}\nAnswer: {item['answer']}"
-    if item["task"] == "arithmetic":
-        return f"Question: {item['prompt']}\nAnswer: {item['answer']}"
-    if item["task"] == "story_write":
-        n, a, p = item["required"]
-        return f"{item['prompt']}\nHere is a story about {n}, {_article(a)} {a} and the {p}. {item['answer']}"
-    name = item["required"][0]
-    return f"{name} said: {item['prompt']}\nThe friend said: {item['answer']}"
+    return f"{corpus_prompt(item)} {item['answer']}"
 
 
 def corpus(cfg: WorldConfig, heldout: bool = False):

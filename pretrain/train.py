@@ -2,8 +2,10 @@
 
 Run:    make pretrain
         python -m pretrain.train --config configs/tiny/pretrain.yaml --corpus runs/tiny/world/corpus.jsonl \
-            --heldout runs/tiny/world/corpus_heldout.jsonl --out runs/tiny/pretrain [train.max_steps=50 ...]
-Reads:  corpus and held-out corpus ({"text": ...} jsonl / parquet / txt, or hf:<dataset>)
+            --heldout runs/tiny/world/corpus_heldout.jsonl --probe-prompts runs/tiny/world/prompts_heldout.jsonl \
+            --out runs/tiny/pretrain [train.max_steps=50 ...]
+Reads:  corpus and held-out corpus ({"text": ...} jsonl / parquet / txt, or hf:<dataset>); optionally
+        held-out task prompts, asked in the corpus's format at the end (the "task probe")
 Writes: <out>/model (HF checkpoint + tokenizer with chat template), <out>/tokenizer, <out>/checkpoints
         (resume state), config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
 
@@ -25,11 +27,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from core.annotator import ScriptedAnnotator
 from core.artifacts import StageDir
 from core.config import UserError, cli
-from core.data import load_texts
+from core.data import load_rows, load_texts
+from core.generation import complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
 from core.tokenizer import check_chat_contract, load_tokenizer, train_tokenizer
+from core.world import TASKS, corpus_prompt
 
 
 @dataclass
@@ -62,6 +67,7 @@ class TrainConfig:
     sample_prompts: list[str] = field(default_factory=lambda: [
         "One day", "Question: What is 3 plus 4?\nAnswer:", "Mia went to the park. Mia saw a dog.\nQuestion: Where did Mia go?\nAnswer:"])
     sample_tokens: int = 40
+    probe_per_task: int = 20           # held-out prompts per task asked in the corpus format at the end
 
 
 @dataclass
@@ -145,20 +151,35 @@ def heldout_loss(model, rows: torch.Tensor, cfg: TrainConfig) -> float:
     return sum(losses) / len(losses)
 
 
-@torch.no_grad()
 def samples(model, tokenizer, cfg: TrainConfig, seed: int) -> list[dict]:
-    model.eval()
     out = []
-    for prompt in cfg.sample_prompts:
-        ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]])
-        for mode, kwargs in (("greedy", {"do_sample": False}), ("t=0.8", {"do_sample": True, "temperature": 0.8})):
-            torch.manual_seed(seed)
-            gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=cfg.sample_tokens,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kwargs)
-            out.append({"prompt": prompt, "decoding": mode,
-                        "completion": tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)})
-    model.train()
+    for mode, kwargs in (("greedy", {}), ("t=0.8", {"do_sample": True, "temperature": 0.8})):
+        texts = complete(model, tokenizer, cfg.sample_prompts, cfg.sample_tokens, seed=seed, **kwargs)
+        out += [{"prompt": p, "decoding": mode, "completion": t} for p, t in zip(cfg.sample_prompts, texts)]
     return out
+
+
+def task_probe(model, tokenizer, prompts_path: str, per_task: int) -> dict:
+    """Can the base model already do the world's tasks when asked in the corpus's own format (greedy)?
+
+    This is the skill SFT builds on: a base model that cannot look a name up in a story will not
+    learn to after a minute of SFT.
+    """
+    rows = load_rows(prompts_path)
+    judge = ScriptedAnnotator()
+    result: dict = {"n": 0, "correct_by_task": {}, "examples": []}
+    for task in TASKS:
+        picked = [r for r in rows if r["task"] == task][:per_task]
+        if not picked:
+            continue
+        answers = complete(model, tokenizer, [corpus_prompt(r) for r in picked],
+                           max_new_tokens=60 if task == "story_write" else 24)
+        answers = [a.split("\n")[0].strip() for a in answers]
+        result["n"] += len(picked)
+        result["correct_by_task"][task] = round(sum(map(judge.is_correct, picked, answers)) / len(picked), 3)
+        result["examples"].append({"prompt": corpus_prompt(picked[0]), "answer": answers[0]})
+    result["correct"] = round(sum(result["correct_by_task"].values()) / max(1, len(result["correct_by_task"])), 3)
+    return result
 
 
 # ---------------------------------------------------------------- checkpoints (resume state)
@@ -180,7 +201,7 @@ def latest_state(stage: StageDir) -> dict | None:
 
 # ---------------------------------------------------------------- main
 
-def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str) -> dict:
+def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts: str | None = None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     tc = cfg.train
@@ -252,6 +273,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str) -> dict:
             save_state(stage, model, opt, done, tc.keep_checkpoints)
 
     final_samples = samples(model, tokenizer, tc, cfg.seed)
+    probe = task_probe(model, tokenizer, probe_prompts, tc.probe_per_task) if probe_prompts else None
     for i, s in enumerate(final_samples):
         writer.add_text(f"samples/{i}", f"**{s['decoding']}** `{s['prompt']}` → {s['completion']}", tc.max_steps)
     writer.close()
@@ -274,6 +296,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str) -> dict:
         "final_heldout_ppl": history[-1]["heldout_ppl"] if history else None,
         "train_tokens_per_s": round(timed_steps * tokens_per_step / timed_s) if timed_s else None,
         "samples": final_samples,
+        "task_probe": probe,
     }
     stage.finish(metrics)
     return metrics
@@ -281,4 +304,6 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str) -> dict:
 
 if __name__ == "__main__":
     cli(main, PretrainConfig, {"corpus": "training corpus", "heldout": "held-out corpus (perplexity)",
-                               "out": "stage output directory"}, __doc__)
+                               "out": "stage output directory",
+                               "probe_prompts": "held-out task prompts for the base-model task probe (optional)"},
+        __doc__, optional=("probe_prompts",))

@@ -7,7 +7,7 @@ from core.world import WorldConfig
 from pretrain.train import PretrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = {"world": WorldConfig, "pretrain": PretrainConfig}
+SHIPPED = {"world": WorldConfig, "pretrain": PretrainConfig}  # stage name -> config class
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")

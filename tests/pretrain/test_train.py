@@ -18,7 +18,7 @@ MICRO = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers
          "model.num_kv_heads=2", "model.max_seq_len=64", "train.seq_len=32", "train.batch_size=4",
          "train.max_steps=12", "train.warmup_steps=2", "train.lr=0.01", "train.eval_every=6", "train.eval_batches=2",
          "train.save_every=4", "train.log_every=1", "train.compile=false", "train.sample_tokens=8",
-         "tokenizer.train_chars=200000", "train.sample_prompts=[One day]"]
+         "tokenizer.train_chars=200000", "train.sample_prompts=[One day]", "train.probe_per_task=2"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def world_dir(tmp_path_factory, micro_world):
 
 def run(world_dir, out, *extra):
     cfg = load_config(pt.PretrainConfig, ROOT / "configs/tiny/pretrain.yaml", MICRO + list(extra))
-    return pt.main(cfg, str(world_dir / "corpus.jsonl"), str(world_dir / "corpus_heldout.jsonl"), str(out))
+    return pt.main(cfg, str(world_dir / "corpus.jsonl"), str(world_dir / "corpus_heldout.jsonl"), str(out),
+                   str(world_dir / "prompts_heldout.jsonl"))
 
 
 def test_pretrain_learns_and_writes_the_artifact_contract(world_dir, tmp_path):
@@ -38,6 +39,9 @@ def test_pretrain_learns_and_writes_the_artifact_contract(world_dir, tmp_path):
     metrics = run(world_dir, out)
     assert metrics["final_train_loss"] < metrics["first_loss"] - 0.5
     assert metrics["heldout"][-1]["heldout_loss"] < metrics["heldout"][0]["heldout_loss"]
+    probe = metrics["task_probe"]
+    assert probe["n"] == 8 and set(probe["correct_by_task"]) == {"story_qa", "arithmetic", "story_write", "greeting"}
+    assert len(metrics["samples"]) == 2 and all(isinstance(s["completion"], str) for s in metrics["samples"])
     # parameters moved away from the seeded initialisation
     tok = AutoTokenizer.from_pretrained(out / "model")
     init = pt.build_model(load_config(pt.PretrainConfig, None, MICRO).model, tok, seed=0).state_dict()

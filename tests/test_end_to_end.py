@@ -1,0 +1,23 @@
+"""The Makefile chain end to end on the micro scale: what `make all` does on a fresh checkout."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_make_all_micro(tmp_path):
+    runs = tmp_path / "runs"
+    r = subprocess.run(["make", "all", "SCALE=micro", f"RUNS={runs}"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in ("world", "pretrain"):
+        assert (runs / stage / "DONE").exists(), stage
+    metrics = json.loads((runs / "pretrain" / "metrics.json").read_text())
+    assert metrics["steps"] == 10 and metrics["task_probe"]["n"] == 8
+    # a second `make all` finds everything up to date and runs nothing
+    again = subprocess.run(["make", "all", "SCALE=micro", f"RUNS={runs}", "--question"], cwd=ROOT)
+    assert again.returncode == 0
