@@ -307,31 +307,49 @@ def corpus_prompt(item: dict) -> str:
     return f"{item['required'][0]} said: {text}\nThe friend said:"
 
 
-def _qa_doc(rng: random.Random, frac: float) -> str | None:
-    item = rng.choice(list(MAKERS.values()))(rng)
-    if is_heldout(item["prompt"], frac):
-        return None
-    return f"{corpus_prompt(item)} {item['answer']}"
+def _task_doc(rng: random.Random, frac: float) -> str | None:
+    """A corpus document in a task's format, dense in the skill the task needs (lookup, copying).
+
+    story_qa docs ask several questions about one story; greeting and arithmetic docs hold several
+    exchanges. Any exchange that, asked as a prompt, would be held out is dropped.
+    """
+    task = rng.choice(TASKS)
+    if task == "story_qa":
+        chars = _characters(rng, rng.choice([2, 2, 3]))
+        story = _story_text(rng, chars)
+        asks = [(c, slot) for c in chars for slot in STORY_SLOTS]
+        rng.shuffle(asks)
+        qa = [f"\nQuestion: {STORY_SLOTS[slot].format(n=c['name'])}\nAnswer: {_fact_sentences(c)[slot]}"
+              for c, slot in asks[: rng.randint(2, 4)]
+              if not is_heldout(f"{story}\nQuestion: {STORY_SLOTS[slot].format(n=c['name'])}", frac)]
+        return story + "".join(qa) if qa else None
+    if task == "story_write":
+        item = story_write_item(rng)
+        return None if is_heldout(item["prompt"], frac) else f"{corpus_prompt(item)} {item['answer']}"
+    items = [MAKERS[task](rng) for _ in range(rng.randint(2, 4))]
+    parts = [f"{corpus_prompt(i)} {i['answer']}" for i in items if not is_heldout(i["prompt"], frac)]
+    return "\n".join(parts) if parts else None
 
 
 def corpus(cfg: WorldConfig, heldout: bool = False):
     """Yield corpus documents (strings) until `corpus_chars` (or `heldout_corpus_chars`) is reached.
 
-    Mixture: 30 % narratives, 10 % facts, 15 % arithmetic, 45 % task-format documents.
+    Mixture: 15 % narratives, 5 % facts, 10 % arithmetic, 70 % task-format documents (most of the
+    corpus teaches the lookup and copying the chat tasks need).
     """
     rng = random.Random(f"corpus-{cfg.seed}-{'heldout' if heldout else 'train'}")
     budget = cfg.heldout_corpus_chars if heldout else cfg.corpus_chars
     total = 0
     while total < budget:
         r = rng.random()
-        if r < 0.30:
+        if r < 0.15:
             doc = _narrative(rng)
-        elif r < 0.40:
+        elif r < 0.20:
             doc = _facts_doc(rng)
-        elif r < 0.55:
+        elif r < 0.30:
             doc = _arithmetic_doc(rng)
         else:
-            doc = _qa_doc(rng, cfg.heldout_fraction)
+            doc = _task_doc(rng, cfg.heldout_fraction)
             if doc is None:
                 continue
         total += len(doc) + 1

@@ -279,7 +279,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
     writer.close()
     save_checkpoint(model, tokenizer, stage.model)
 
-    recent = [l for s, l in train_losses[-20:]]
+    recent = [loss for _, loss in train_losses[-20:]]
     metrics = {
         "params": count_params(model),
         "vocab_size": len(tokenizer),
