@@ -13,13 +13,17 @@ ARGS  ?=
 
 export TOKENIZERS_PARALLELISM := false
 export GRADIO_ANALYTICS_ENABLED := False
+# tcmalloc makes small-model CPU training 10-30 % faster (allocator churn); used when present.
+TCMALLOC := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4))
+TRAIN := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
+
 ifeq ($(SCALE),tiny)
 # The tiny default never touches a hub: fail loudly instead of downloading.
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install all world pretrain test bench clean distclean
+.PHONY: help install tcmalloc all world pretrain test bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +35,15 @@ $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(VENV)/bin/pip install -q -e ".[test]" 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	@$(MAKE) --no-print-directory tcmalloc
 	touch $@
+
+tcmalloc: ## install Debian's tcmalloc if missing (optional speed-up; skipped without root/apt)
+	@ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq libtcmalloc-minimal4 || { apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4; }) >/dev/null 2>&1 \
+		|| echo "note: could not install libtcmalloc-minimal4; training runs without it (slower)"; \
+	else echo "note: libtcmalloc-minimal4 not installed (needs root + apt); training runs without it (slower)"; fi
 
 all: pretrain ## run the whole chain on the default world (so far: world -> pretrain)
 
@@ -41,7 +53,7 @@ $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/
 
 pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
 $(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/tokenizer.py
-	$(PY) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
+	$(TRAIN) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
 		--heldout $(RUNS)/world/corpus_heldout.jsonl --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/pretrain $(ARGS)
 
@@ -49,7 +61,7 @@ test: $(VENV)/.installed ## run all tests (unit, stage smoke, end-to-end)
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed ## print the pretraining speed table (project step vs plain eager vs nanoGPT-style)
-	$(PY) -m bench.pretrain_step
+	$(PY) -m bench.pretrain_step --tcmalloc "$(TCMALLOC)"
 
 clean: ## delete runs/ (model artifacts); never touches data/ (labels)
 	rm -rf runs

@@ -2,9 +2,11 @@
 
 Run:    make bench      (python -m bench.pretrain_step [--steps 15] [--sizes 128x4,192x4,256x6])
 
-For each model size (batch 16 x 256 tokens, fp32, all cores) three loops train on random token ids:
-  project   the pretrain stage's own step (pretrain.train.train_step with its compiled loss and
-            fused AdamW, exactly as `make pretrain` runs it)
+For each model size (batch 16 x 256 tokens, fp32, all cores) these loops train on random token ids:
+  project   the pretrain stage's own step as `make pretrain` runs it: pretrain.train.train_step with
+            its compiled loss and fused AdamW, under tcmalloc when the Makefile found it
+  proj-libc the same step with the stock allocator (shown only when tcmalloc is used), so each
+            lever's share is visible
   eager     the same Llama model in a plain loop: no compile, torch's default (unfused) AdamW
   nanogpt   a hand-written GPT (learned positions, LayerNorm, GELU MLP, SDPA attention) of the same
             width and depth, eager, default AdamW
@@ -94,7 +96,7 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
                 return VOCAB
         model = build_model(ModelConfig(hidden_size=d, intermediate_size=int(8 * d / 3) // 32 * 32, num_layers=layers,
                                         num_heads=heads, num_kv_heads=heads, max_seq_len=SEQ + 1), _Tok())
-        if variant == "project":
+        if variant in ("project", "proj-libc"):
             tc = TrainConfig()  # the stage's defaults: compile + fused AdamW
             opt = make_optimizer(model, tc)
             loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
@@ -125,9 +127,10 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description="pretraining step benchmark")
     ap.add_argument("--sizes", default="128x4,192x4,256x6", help="comma list of <hidden>x<layers>")
-    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tcmalloc", default="", help="path of libtcmalloc_minimal.so.4 for the project variant")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:  # child process: one measurement, printed as JSON
@@ -138,13 +141,18 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count())
     before = matmul_gflops()
     runs: dict[tuple[str, str], list[dict]] = {}
+    variants = ("eager", "project", "proj-libc", "nanogpt") if args.tcmalloc else ("eager", "project", "nanogpt")
     for r in range(args.rounds):
         for size in args.sizes.split(","):
-            for variant in ("eager", "project", "nanogpt"):
+            for variant in variants:
+                env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+                if variant == "project" and args.tcmalloc:
+                    env["LD_PRELOAD"] = args.tcmalloc
                 out = subprocess.run([sys.executable, "-m", "bench.pretrain_step", "--variant", variant, "--sizes", size,
                                       "--steps", str(args.steps), "--warmup", str(args.warmup)],
-                                     capture_output=True, text=True, check=True)
-                runs.setdefault((size, variant), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+                                     capture_output=True, text=True, check=True, env=env)
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                runs.setdefault((size, variant), []).append({**row, "variant": variant})
                 print(f"  round {r + 1}/{args.rounds}: measured {size} {variant}", file=sys.stderr)
     after = matmul_gflops()
     rows = []
@@ -156,14 +164,15 @@ def main() -> None:
     print(f"median of {args.rounds} interleaved rounds; warm-up = first {args.warmup} steps incl. compile (worst round)")
     print(f"machine fp32 matmul (1024^2): {before:.0f} GFLOP/s before, {after:.0f} after "
           "(a quiet 2-core box gives ~220; lower means a busy neighbour)\n")
-    head = f"| {'size':<8} | {'variant':<8} | {'params':>9} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'ms/step':>8} | {'warm-up s':>9} | {'vs eager':>8} |"
+    head = f"| {'size':<8} | {'variant':<9} | {'params':>9} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'ms/step':>8} | {'warm-up s':>9} | {'vs eager':>8} |"
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
         eager = next(x for x in rows if x["size"] == r["size"] and x["variant"] == "eager")
-        print(f"| {r['size']:<8} | {r['variant']:<8} | {r['params']:>9,} | {r['tok_s']:>9,.0f} | {r['gflops']:>8.1f} | "
+        print(f"| {r['size']:<8} | {r['variant']:<9} | {r['params']:>9,} | {r['tok_s']:>9,.0f} | {r['gflops']:>8.1f} | "
               f"{r['step_ms']:>8.0f} | {r['warmup_s']:>9.1f} | {r['tok_s'] / eager['tok_s']:>7.2f}x |")
-    print("\ngoal: project >= 1.2x eager, and project faster than nanogpt at each size")
+    print(f"\nproject allocator: {'tcmalloc (' + args.tcmalloc + ')' if args.tcmalloc else 'stock (tcmalloc not found)'}")
+    print("goal: project >= 1.2x eager, and project faster than nanogpt at each size")
 
 
 if __name__ == "__main__":
