@@ -57,3 +57,10 @@ def test_bad_inputs_are_clear(tmp_path):
     (tmp_path / "a.csv").write_text("x")
     with pytest.raises(UserError, match="unsupported file type '.csv'"):
         load_rows(tmp_path / "a.csv")
+
+
+def test_hub_source_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"hf:nobody/no-such-corpus: could not load split 'train'"):
+        load_rows("hf:nobody/no-such-corpus")
