@@ -21,18 +21,24 @@ class ModelConfig:
     max_seq_len: int = 256            # context length (RoPE positions)
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    pad_vocab_to: int = 64            # embedding rows rounded up to a multiple of this (906 -> 960: ~10-20 % faster steps here)
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:
             raise UserError(f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}")
+        if self.pad_vocab_to < 1:
+            raise UserError(f"model.pad_vocab_to must be >= 1, got {self.pad_vocab_to}")
         if self.num_heads % self.num_kv_heads:
             raise UserError(f"model.num_heads={self.num_heads} must be divisible by model.num_kv_heads={self.num_kv_heads}")
 
 
 def build_model(cfg: ModelConfig, tokenizer, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
+    # Rows past len(tokenizer) are never targets, so training drives their logits down; they only
+    # make the matmul shapes friendlier.
+    vocab = -(-len(tokenizer) // cfg.pad_vocab_to) * cfg.pad_vocab_to
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        vocab_size=vocab, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
         max_position_embeddings=cfg.max_seq_len, rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -283,6 +283,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
     metrics = {
         "params": count_params(model),
         "vocab_size": len(tokenizer),
+        "model_vocab_size": model.config.vocab_size,
         "corpus_tokens": int(train_rows.numel()),
         "heldout_tokens": int(eval_rows.numel()),
         "steps": tc.max_steps,
