@@ -81,9 +81,6 @@ class StageDir:
         self.done = self.root / "DONE"
         self.t0 = time.time()
 
-    def is_done(self) -> bool:
-        return self.done.exists()
-
     def start(self, cfg: Any, inputs: dict[str, str | Path] | None = None, resume_state: tuple[str, ...] = ()) -> None:
         """Begin (or resume) a run: drop any stale DONE, record the resolved config and input hashes.
 

@@ -102,10 +102,3 @@ def check_chat_contract(tok, where: str = "tokenizer") -> None:
     text = "One day Tom went to the park. 3 plus 4 is 7!\nZoë said: ¿hello?"
     if tok.decode(tok(text, add_special_tokens=False)["input_ids"]) != text:
         fail("encode/decode does not round-trip plain text")
-
-
-def check_reward_model(model, tok, where: str = "reward model") -> None:
-    if getattr(model.config, "pad_token_id", None) is None:
-        raise UserError(f"{where}: config.pad_token_id is not set; the reward would be read at the wrong token")
-    if model.config.pad_token_id != tok.pad_token_id:
-        raise UserError(f"{where}: config.pad_token_id={model.config.pad_token_id} but tokenizer pad is {tok.pad_token_id}")

@@ -48,7 +48,6 @@ RUDE = ["That is a silly question.", "Ugh, fine.", "Stop asking me things.", "Yo
         "Go away.", "What a dumb thing to ask."]
 GENERIC = ["That is a good question. I do not know.", "I like stories. The end.",
            "Thank you for asking. Have a nice day.", "I am not sure about that.", "Yes. That is right."]
-POLITE_OPENERS = ["Sure!", "Of course.", "Happy to help.", "Good question."]
 
 TASKS = ("story_qa", "arithmetic", "story_write", "greeting")
 FLAWS = ("wrong", "generic", "ramble", "rude", "no_ending")

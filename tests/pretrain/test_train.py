@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import pretrain.train as pt
-from core.config import load_config
+from core.config import UserError, load_config
+from core.model import count_params, load_causal_lm
 from pretrain import world
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +61,10 @@ def test_pretrain_learns_and_writes_the_artifact_contract(world_dir, tmp_path):
     gen = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert gen.shape[1] > ids["input_ids"].shape[1]
     assert model.generation_config.eos_token_id == tok.eos_token_id != tok.pad_token_id
+    # the project's loader reads the same checkpoint and says clearly when there is none
+    assert count_params(load_causal_lm(out / "model")) == count_params(model)
+    with pytest.raises(UserError, match="no model checkpoint here"):
+        load_causal_lm(tmp_path)
 
 
 def test_crash_then_rerun_resumes_and_matches_an_uninterrupted_run(world_dir, tmp_path, monkeypatch):
