@@ -113,7 +113,7 @@ def story_qa_item(rng: random.Random) -> dict:
     answer = _fact_sentences(target)[slot]
     return {"task": "story_qa", "prompt": prompt, "answer": answer, "slot": slot,
             "expected": target[slot], "name": target["name"],
-            "distractors": [c[slot] for c in chars if c is not target], "story": story, "question": question}
+            "distractors": [c[slot] for c in chars if c is not target]}
 
 
 def arithmetic_item(rng: random.Random) -> dict:
@@ -219,7 +219,7 @@ def _sentences(text: str) -> list[str]:
 # ---------------------------------------------------------------- prompts and demonstrations
 
 def _prompt_row(item: dict) -> dict:
-    keep = {k: v for k, v in item.items() if k not in ("prompt", "answer", "story", "question")}
+    keep = {k: v for k, v in item.items() if k not in ("prompt", "answer")}
     return {"id": prompt_id(item["prompt"]), "messages": [{"role": "user", "content": item["prompt"]}],
             "reference": item["answer"], **keep}
 
