@@ -1,27 +1,193 @@
-"""Batched text completion from any causal LM checkpoint (left padding, KV cache, stop at EOS, seeded)."""
+"""Generation from any causal LM checkpoint: batched, KV-cached, stop at EOS, seeded.
+
+Decoding turns the model's next-token logits z into a choice:
+  greedy       argmax z                                   (temperature 0)
+  temperature  sample from softmax(z / T)                 (T < 1 sharpens, T > 1 flattens)
+  top-k        keep the k most likely tokens, renormalise
+  top-p        keep the smallest set of most likely tokens whose probability reaches p, renormalise
+They combine in that order (temperature, then top-k, then top-p), as in `transformers`.
+
+Every completion carries its token ids and, per token, log p_model(token | context): the
+model's own unmodified distribution (temperature 1, no filtering), which is what losses, KL
+and PPO ratios are computed from. Sampling is seeded per row (seed, row index), so a row's
+completion does not depend on the batch it was generated in.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+
+from core.config import UserError
+
+
+@dataclass(frozen=True)
+class Decoding:
+    temperature: float = 0.0     # 0 = greedy
+    top_k: int = 0               # 0 = off
+    top_p: float = 1.0           # 1 = off
+    max_new_tokens: int = 64
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise UserError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def __str__(self) -> str:
+        if self.temperature == 0:
+            return f"greedy, max_new_tokens={self.max_new_tokens}"
+        parts = [f"temperature={self.temperature:g}"]
+        parts += [f"top_k={self.top_k}"] if self.top_k else []
+        parts += [f"top_p={self.top_p:g}"] if self.top_p < 1 else []
+        return ", ".join(parts + [f"max_new_tokens={self.max_new_tokens}"])
+
+
+GREEDY = Decoding()
+
+
+@dataclass
+class Completion:
+    text: str                # decoded reply, special tokens dropped
+    token_ids: list[int]     # generated ids, including the final EOS when there is one
+    logprobs: list[float]    # log p_model(token | context) for each generated id
+    finished: bool           # ended with EOS (rather than running out of max_new_tokens)
+
+
+# ---------------------------------------------------------------- the decoding math (pure)
+
+def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Log-probabilities of the distribution a sampler draws from; -inf outside the kept set.
+
+    `logits` is [..., vocab]. Temperature 0 is greedy: all mass on the argmax.
+    """
+    logits = logits.float()
+    if temperature == 0:
+        out = torch.full_like(logits, -math.inf)
+        return out.scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
+    z = logits / temperature
+    if 0 < top_k < z.size(-1):
+        kth = z.topk(top_k, dim=-1).values[..., -1:]
+        z = z.masked_fill(z < kth, -math.inf)
+        # Ties at the k-th value would keep more than k; keep exactly k (lowest ids win the tie).
+        keep = torch.zeros_like(z, dtype=torch.bool).scatter(-1, z.topk(top_k, dim=-1).indices, True)
+        z = z.masked_fill(~keep, -math.inf)
+    if top_p < 1:
+        probs, order = z.softmax(-1).sort(-1, descending=True)
+        before = probs.cumsum(-1) - probs          # mass of the strictly more likely tokens
+        drop_sorted = before >= top_p               # already reached p without this token
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        z = z.masked_fill(drop, -math.inf)
+    return z.log_softmax(-1)
+
+
+def sample(logprobs: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """Draw one token per row of [B, vocab] log-probs (Gumbel-max; one generator per row)."""
+    if generators is None:
+        u = torch.rand_like(logprobs)
+    else:
+        u = torch.stack([torch.rand(logprobs.size(-1), generator=g) for g in generators])
+    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+    return (logprobs + gumbel).argmax(-1)
+
+
+# ---------------------------------------------------------------- running the model
+
+def _valid_vocab_mask(model, tokenizer) -> torch.Tensor | None:
+    # The embedding may be padded past the tokenizer (shape-friendly matmuls): never emit those rows.
+    n = model.config.vocab_size
+    if len(tokenizer) >= n:
+        return None
+    return torch.arange(n) >= len(tokenizer)
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
 
 
 @torch.no_grad()
-def complete(model, tokenizer, texts: list[str], max_new_tokens: int = 48, do_sample: bool = False,
-             temperature: float = 1.0, seed: int = 0, batch_size: int = 32, add_bos: bool = True) -> list[str]:
-    """Continue each raw text (no chat template); returns the decoded continuations, special tokens dropped."""
+def next_token_logits(model, prompts: list[list[int]], pad_id: int) -> torch.Tensor:
+    """[B, vocab] logits for the token after each prompt (one forward pass, no cache kept)."""
+    ids, mask = _left_pad(prompts, pad_id)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[int]], decoding: Decoding = GREEDY, seed: int = 0,
+             batch_size: int = 32) -> list[Completion]:
+    """Continue each tokenized prompt. Left-pads each batch and decodes step by step with a KV cache."""
+    decoding.validate()
+    if any(not p for p in prompts):
+        raise UserError("generate: every prompt needs at least one token (add BOS)")
     was_training = model.training
     model.eval()
-    prefix = [tokenizer.bos_token_id] if add_bos else []
-    out: list[str] = []
-    for i in range(0, len(texts), batch_size):
-        rows = [prefix + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i:i + batch_size]]
-        width = max(map(len, rows))
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        torch.manual_seed(seed + i)
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                             temperature=temperature if do_sample else None, top_k=None, top_p=None,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        out.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
-    model.train(was_training)
+    banned = _valid_vocab_mask(model, tokenizer)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    out: list[Completion] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            gens = None
+            if decoding.temperature > 0:
+                gens = [torch.Generator().manual_seed(seed * 1_000_003 + start + i) for i in range(len(batch))]
+            ids, mask = _left_pad(batch, pad)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            tokens, logps = [], []
+            done = torch.zeros(len(batch), dtype=torch.bool)
+            for _ in range(decoding.max_new_tokens):
+                logits = res.logits[:, -1, :].float()
+                allowed = logits if banned is None else logits.masked_fill(banned, -math.inf)
+                choice = sampling_logprobs(allowed, decoding.temperature, decoding.top_k, decoding.top_p)
+                nxt = choice.argmax(-1) if gens is None else sample(choice, gens)
+                nxt = nxt.masked_fill(done, pad)
+                tokens.append(nxt)
+                logps.append(logits.log_softmax(-1).gather(-1, nxt[:, None])[:, 0])
+                done |= nxt == eos
+                if done.all():
+                    break
+                mask = torch.cat([mask, mask.new_ones(len(batch), 1)], dim=1)
+                pos = pos[:, -1:] + 1
+                res = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                            past_key_values=res.past_key_values, use_cache=True)
+            tok = torch.stack(tokens, 1).tolist()
+            lp = torch.stack(logps, 1).tolist()
+            for row, row_lp in zip(tok, lp):
+                n = row.index(eos) + 1 if eos in row else len(row)
+                out.append(Completion(text=tokenizer.decode(row[:n], skip_special_tokens=True).strip(),
+                                      token_ids=row[:n], logprobs=row_lp[:n], finished=eos in row))
+    finally:
+        model.train(was_training)
     return out
+
+
+# ---------------------------------------------------------------- prompts in, text out
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation rendered for the assistant's next turn."""
+    return tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                         return_dict=True)["input_ids"]
+
+
+def chat(model, tokenizer, conversations: list[list[dict]], decoding: Decoding = GREEDY, seed: int = 0,
+         batch_size: int = 32) -> list[Completion]:
+    """The assistant's next reply to each conversation (list of {role, content} messages)."""
+    return generate(model, tokenizer, [chat_prompt_ids(tokenizer, c) for c in conversations], decoding, seed, batch_size)
+
+
+def complete(model, tokenizer, texts: list[str], decoding: Decoding = GREEDY, seed: int = 0,
+             batch_size: int = 32, add_bos: bool = True) -> list[Completion]:
+    """Continue raw text (no chat template): how a base model is prompted."""
+    prefix = [tokenizer.bos_token_id] if add_bos else []
+    prompts = [prefix + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return generate(model, tokenizer, prompts, decoding, seed, batch_size)

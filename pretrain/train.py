@@ -31,7 +31,7 @@ from core.annotator import ScriptedAnnotator
 from core.artifacts import StageDir
 from core.config import UserError, cli
 from core.data import load_rows, load_texts
-from core.generation import complete
+from core.generation import Decoding, complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
 from core.tokenizer import check_chat_contract, load_tokenizer, train_tokenizer
 from core.world import TASKS, corpus_prompt
@@ -153,9 +153,9 @@ def heldout_loss(model, rows: torch.Tensor, cfg: TrainConfig) -> float:
 
 def samples(model, tokenizer, cfg: TrainConfig, seed: int) -> list[dict]:
     out = []
-    for mode, kwargs in (("greedy", {}), ("t=0.8", {"do_sample": True, "temperature": 0.8})):
-        texts = complete(model, tokenizer, cfg.sample_prompts, cfg.sample_tokens, seed=seed, **kwargs)
-        out += [{"prompt": p, "decoding": mode, "completion": t} for p, t in zip(cfg.sample_prompts, texts)]
+    for dec in (Decoding(max_new_tokens=cfg.sample_tokens), Decoding(0.8, max_new_tokens=cfg.sample_tokens)):
+        texts = [c.text for c in complete(model, tokenizer, cfg.sample_prompts, dec, seed=seed)]
+        out += [{"prompt": p, "decoding": str(dec), "completion": t} for p, t in zip(cfg.sample_prompts, texts)]
     return out
 
 
@@ -172,9 +172,8 @@ def task_probe(model, tokenizer, prompts_path: str, per_task: int) -> dict:
         picked = [r for r in rows if r["task"] == task][:per_task]
         if not picked:
             continue
-        answers = complete(model, tokenizer, [corpus_prompt(r) for r in picked],
-                           max_new_tokens=60 if task == "story_write" else 24)
-        answers = [a.split("\n")[0].strip() for a in answers]
+        dec = Decoding(max_new_tokens=60 if task == "story_write" else 24)
+        answers = [c.text.split("\n")[0].strip() for c in complete(model, tokenizer, [corpus_prompt(r) for r in picked], dec)]
         result["n"] += len(picked)
         result["correct_by_task"][task] = round(sum(map(judge.is_correct, picked, answers)) / len(picked), 3)
         result["examples"].append({"prompt": corpus_prompt(picked[0]), "answer": answers[0]})
