@@ -23,7 +23,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc all world pretrain test bench clean distclean
+.PHONY: help install tcmalloc all world pretrain sft sample test bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,7 +45,7 @@ tcmalloc: ## install Debian's tcmalloc if missing (optional speed-up; skipped wi
 		|| echo "note: could not install libtcmalloc-minimal4; training runs without it (slower)"; \
 	else echo "note: libtcmalloc-minimal4 not installed (needs root + apt); training runs without it (slower)"; fi
 
-all: pretrain ## run the whole chain on the default world (so far: world -> pretrain)
+all: sft ## run the whole chain on the default world (so far: world -> pretrain -> sft)
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
@@ -56,6 +56,19 @@ $(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py
 	$(TRAIN) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
 		--heldout $(RUNS)/world/corpus_heldout.jsonl --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/pretrain $(ARGS)
+
+# Annotators' corrections (exported by the labeling app) join the demonstrations when present.
+CORRECTIONS := $(wildcard $(RUNS)/prefs/corrections.jsonl)
+sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes)
+$(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py $(CORRECTIONS)
+	$(TRAIN) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data $(RUNS)/world/sft.jsonl \
+		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft \
+		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(ARGS)
+
+STAGE  ?= sft
+PROMPT ?= Tell me a story about Tom, a dog and the park.
+sample: $(VENV)/.installed ## print completions of STAGE's model for PROMPT (ARGS='--temperature 0.8 --show-top 10')
+	$(PY) -m tools.sample --model $(RUNS)/$(STAGE)/model --prompt "$(PROMPT)" $(if $(filter pretrain,$(STAGE)),--raw) $(ARGS)
 
 test: $(VENV)/.installed ## run all tests (unit, stage smoke, end-to-end)
 	$(PY) -m pytest

@@ -125,3 +125,27 @@ class ScriptedAnnotator:
 
     def is_correct(self, prompt: dict, response: str) -> bool:
         return correctness(prompt, response) == 1.0
+
+
+def first_per_task(rows: list[dict], per_task: int) -> list[dict]:
+    """The first `per_task` prompt rows of each task (a fixed, balanced evaluation set)."""
+    counts: dict[str, int] = {}
+    picked = []
+    for r in rows:
+        if counts.get(r["task"], 0) < per_task:
+            counts[r["task"]] = counts.get(r["task"], 0) + 1
+            picked.append(r)
+    return picked
+
+
+def score_answers(prompts: list[dict], answers: list[str], judge: ScriptedAnnotator | None = None) -> dict:
+    """Correct rate and mean rubric score, overall (mean over tasks) and per task."""
+    judge = judge or ScriptedAnnotator()
+    by_task: dict[str, list[tuple[bool, float]]] = {}
+    for p, a in zip(prompts, answers, strict=True):
+        by_task.setdefault(p["task"], []).append((judge.is_correct(p, a), judge.score(p, a)))
+    correct = {t: round(sum(c for c, _ in v) / len(v), 3) for t, v in by_task.items()}
+    score = {t: round(sum(s for _, s in v) / len(v), 3) for t, v in by_task.items()}
+    return {"n": len(prompts), "correct": round(sum(correct.values()) / max(1, len(correct)), 3),
+            "correct_by_task": correct, "mean_score": round(sum(score.values()) / max(1, len(score)), 3),
+            "mean_score_by_task": score}

@@ -67,3 +67,53 @@ def load_texts(source: str | Path, field: str = "text") -> list[str]:
     if not texts:
         raise UserError(f"{source}: corpus is empty (no non-empty {field!r} rows)")
     return texts
+
+
+# ---------------------------------------------------------------- chat rows (SFT demonstrations, corrections)
+
+def chat_row_problem(row: dict) -> tuple[str, str] | None:
+    """(kind, explanation) of why `row` is not a valid chat demonstration, or None.
+
+    Valid: {"messages": [optional system, then user/assistant alternating, ending with assistant]},
+    every content a non-empty string.
+    """
+    msgs = row.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return "no messages", ("no 'messages' list (rows look like {\"messages\": [{\"role\": \"user\", "
+                               "\"content\": ...}, {\"role\": \"assistant\", \"content\": ...}]})")
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            return "bad message", f"message {j} must be an object with string 'role' and 'content'"
+    roles = [m["role"] for m in msgs]
+    turns = roles[1:] if roles[0] == "system" else roles
+    if not turns or turns != ["user", "assistant"] * (len(turns) // 2) or len(turns) % 2:
+        return "role order", (f"wrong role order {roles}; expected an optional system message, then user and "
+                              "assistant alternating, ending with assistant")
+    for j, m in enumerate(msgs):
+        if not m["content"].strip():
+            return "empty turn", f"message {j} ({m['role']}) is empty"
+    return None
+
+
+def check_chat_rows(rows: list[dict], where: str, tokenizer, max_length: int, skip_bad: bool) -> tuple[list[dict], dict]:
+    """Keep the valid chat rows that fit in `max_length` tokens.
+
+    A bad row is a `UserError` naming it, or, with `skip_bad`, is dropped and counted by kind.
+    Returns (rows reduced to their "messages", {kind: count}).
+    """
+    good, skipped = [], {}
+    for i, row in enumerate(rows, 1):
+        problem = chat_row_problem(row)
+        if problem is None:
+            n = len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+            if n > max_length:
+                problem = "too long", f"{n} tokens is longer than the context (max_length={max_length}); shorten it"
+        if problem is None:
+            good.append({"messages": row["messages"]})
+            continue
+        if not skip_bad:
+            raise UserError(f"{where}: row {i}: {problem[1]} (or set data.skip_bad_rows=true to skip such rows)")
+        skipped[problem[0]] = skipped.get(problem[0], 0) + 1
+    if not good:
+        raise UserError(f"{where}: no valid chat rows ({sum(skipped.values())} skipped: {skipped})")
+    return good, skipped

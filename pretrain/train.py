@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core.annotator import ScriptedAnnotator
+from core.annotator import first_per_task, score_answers
 from core.artifacts import StageDir
 from core.config import UserError, cli
 from core.data import load_rows, load_texts
 from core.generation import Decoding, complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
 from core.tokenizer import check_chat_contract, load_tokenizer, train_tokenizer
-from core.world import TASKS, corpus_prompt
+from core.world import corpus_prompt
 
 
 @dataclass
@@ -165,19 +165,15 @@ def task_probe(model, tokenizer, prompts_path: str, per_task: int) -> dict:
     This is the skill SFT builds on: a base model that cannot look a name up in a story will not
     learn to after a minute of SFT.
     """
-    rows = load_rows(prompts_path)
-    judge = ScriptedAnnotator()
-    result: dict = {"n": 0, "correct_by_task": {}, "examples": []}
-    for task in TASKS:
-        picked = [r for r in rows if r["task"] == task][:per_task]
-        if not picked:
-            continue
-        dec = Decoding(max_new_tokens=60 if task == "story_write" else 24)
-        answers = [c.text.split("\n")[0].strip() for c in complete(model, tokenizer, [corpus_prompt(r) for r in picked], dec)]
-        result["n"] += len(picked)
-        result["correct_by_task"][task] = round(sum(map(judge.is_correct, picked, answers)) / len(picked), 3)
-        result["examples"].append({"prompt": corpus_prompt(picked[0]), "answer": answers[0]})
-    result["correct"] = round(sum(result["correct_by_task"].values()) / max(1, len(result["correct_by_task"])), 3)
+    picked = first_per_task(load_rows(prompts_path), per_task)
+    answers = [""] * len(picked)
+    for long in (False, True):  # stories need more tokens than one-line answers
+        idx = [i for i, r in enumerate(picked) if (r["task"] == "story_write") == long]
+        dec = Decoding(max_new_tokens=60 if long else 24)
+        for i, c in zip(idx, complete(model, tokenizer, [corpus_prompt(picked[i]) for i in idx], dec)):
+            answers[i] = c.text.split("\n")[0].strip()
+    result = score_answers(picked, answers)
+    result["examples"] = [{"prompt": corpus_prompt(r), "answer": a} for r, a in zip(picked, answers)][::per_task]
     return result
 
 

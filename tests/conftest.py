@@ -22,3 +22,22 @@ def micro_world() -> WorldConfig:
 def tokenizer():
     from core.tokenizer import train_tokenizer
     return train_tokenizer(list(corpus(MICRO_WORLD)), vocab_size=1024)
+
+
+@pytest.fixture(scope="session")
+def world_dir(tmp_path_factory, micro_world):
+    """The micro world written by the world stage (corpus, prompts, SFT demonstrations)."""
+    from pretrain import world
+    out = tmp_path_factory.mktemp("world")
+    world.main(micro_world, str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_model_dir(tmp_path_factory, tokenizer):
+    """An untrained micro Llama saved as a checkpoint, standing in for the pretrain stage's model/."""
+    from core.model import ModelConfig, build_model, save_checkpoint
+    out = tmp_path_factory.mktemp("base") / "model"
+    cfg = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2, max_seq_len=128)
+    save_checkpoint(build_model(cfg, tokenizer, seed=0), tokenizer, out)
+    return out

@@ -14,10 +14,12 @@ def test_make_all_micro(tmp_path):
     runs = tmp_path / "runs"
     r = subprocess.run(["make", "all", "SCALE=micro", f"RUNS={runs}"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    for stage in ("world", "pretrain"):
+    for stage in ("world", "pretrain", "sft"):
         assert (runs / stage / "DONE").exists(), stage
     metrics = json.loads((runs / "pretrain" / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["task_probe"]["n"] == 8
+    sft = json.loads((runs / "sft" / "metrics.json").read_text())
+    assert sft["steps"] == 6 and sft["task_eval"]["sft"]["n"] == 8
     # a second `make all` finds everything up to date and runs nothing
     again = subprocess.run(["make", "all", "SCALE=micro", f"RUNS={runs}", "--question"], cwd=ROOT)
     assert again.returncode == 0

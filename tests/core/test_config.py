@@ -5,9 +5,10 @@ import pytest
 from core.config import UserError, load_config
 from core.world import WorldConfig
 from pretrain.train import PretrainConfig
+from sft.train import SFTStageConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = {"world": WorldConfig, "pretrain": PretrainConfig}  # stage name -> config class
+SHIPPED = {"world": WorldConfig, "pretrain": PretrainConfig, "sft": SFTStageConfig}  # stage name -> config class
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import pretrain.train as pt
 from core.config import UserError, load_config
 from core.model import count_params, load_causal_lm
-from pretrain import world
 
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
@@ -20,13 +19,6 @@ MICRO = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers
          "train.max_steps=12", "train.warmup_steps=2", "train.lr=0.01", "train.eval_every=6", "train.eval_batches=2",
          "train.save_every=4", "train.log_every=1", "train.compile=false", "train.sample_tokens=8",
          "tokenizer.train_chars=200000", "train.sample_prompts=[One day]", "train.probe_per_task=2"]
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory, micro_world):
-    out = tmp_path_factory.mktemp("world")
-    world.main(micro_world, str(out))
-    return out
 
 
 def run(world_dir, out, *extra):

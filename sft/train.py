@@ -1,0 +1,263 @@
+"""SFT: supervised fine-tuning of the base model on chat demonstrations (full or LoRA), with TRL's SFTTrainer.
+
+Run:    make sft
+        python -m sft.train --config configs/tiny/sft.yaml --model runs/tiny/pretrain/model \
+            --data runs/tiny/world/sft.jsonl --heldout-prompts runs/tiny/world/prompts_heldout.jsonl \
+            --out runs/tiny/sft [--corrections runs/tiny/prefs/corrections.jsonl] [train.epochs=1 ...]
+Reads:  the base checkpoint; chat demonstrations {"messages": [user, assistant, ...]} (plus, when the
+        labeling app has exported them, annotators' corrections in the same format); held-out prompt
+        rows with reference answers (held-out loss, and the task evaluation below)
+Writes: <out>/model (HF checkpoint; a LoRA run is merged first, so it is always a plain model),
+        <out>/checkpoints (resume state), config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
+
+The loss is on assistant tokens only (the template's {% generation %} block: the reply and its EOS),
+so the model learns to answer and to stop, not to imitate prompts. Bad rows (no messages, wrong role
+order, empty assistant turn, longer than the context) stop the run naming the row, or are skipped
+and counted when data.skip_bad_rows is true.
+
+At the end the model answers held-out prompts greedily and the scripted annotator checks them:
+metrics.json holds the correct rate and mean rubric score per task, before (the base model through
+the same chat template) and after SFT. Rerunning after a crash resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.annotator import first_per_task, score_answers
+from core.artifacts import StageDir
+from core.config import UserError, cli
+from core.data import check_chat_rows, load_rows
+from core.generation import Decoding, chat
+from core.model import count_params, load_causal_lm, save_checkpoint
+from core.tokenizer import load_tokenizer
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = False              # false = full fine-tuning
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class TrainSettings:
+    epochs: float = 2.0
+    max_steps: int = -1                # > 0 overrides epochs
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_length: int = 256              # tokens per conversation; longer rows are errors (or skipped)
+    group_by_length: bool = True       # batches of similar length: less padding on CPU
+    bf16: bool = False                 # GPU configs only (CPU bf16 is slower here)
+    activation_checkpointing: bool = False
+    log_every: int = 10
+    save_every: int = 50               # resume-state checkpoints every this many steps
+    keep_checkpoints: int = 2
+    threads: int = 0                   # 0 = all cores
+
+
+@dataclass
+class DataSettings:
+    skip_bad_rows: bool = False        # false = a bad row stops the run naming it
+    heldout_loss_rows: int = 500       # held-out reference conversations for the loss before/after
+
+
+@dataclass
+class EvalSettings:
+    per_task: int = 50                 # held-out prompts per task answered greedily and judged
+    max_new_tokens: int = 80
+    sample_chats: int = 4              # example chats in metrics.json (greedy and T=0.8)
+
+
+@dataclass
+class SFTStageConfig:
+    seed: int = 0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def validate(self) -> None:
+        t = self.train
+        for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
+            if getattr(t, name) <= 0:
+                raise UserError(f"train.{name} must be positive, got {getattr(t, name)}")
+        if t.epochs <= 0 and t.max_steps <= 0:
+            raise UserError("train.epochs or train.max_steps must be positive")
+        if self.lora.enabled and (self.lora.r <= 0 or not self.lora.target_modules):
+            raise UserError("lora.r must be positive and lora.target_modules non-empty when lora.enabled is true")
+
+
+# ---------------------------------------------------------------- evaluation
+
+def answer_and_judge(model, tokenizer, prompts: list[dict], max_new_tokens: int) -> tuple[dict, list[str]]:
+    """Greedy replies to prompt rows, scored by the scripted annotator."""
+    done = chat(model, tokenizer, [p["messages"] for p in prompts], Decoding(max_new_tokens=max_new_tokens))
+    answers = [c.text for c in done]
+    result = score_answers(prompts, answers)
+    result["eos_rate"] = round(sum(c.finished for c in done) / max(1, len(done)), 3)
+    return result, answers
+
+
+def sample_chats(model, tokenizer, prompts: list[dict], n: int, seed: int, max_new_tokens: int) -> list[dict]:
+    picked = first_per_task(prompts, 1)[:n]
+    out = []
+    for dec in (Decoding(max_new_tokens=max_new_tokens), Decoding(0.8, max_new_tokens=max_new_tokens)):
+        for p, c in zip(picked, chat(model, tokenizer, [p["messages"] for p in picked], dec, seed=seed)):
+            out.append({"prompt": p["messages"][-1]["content"], "decoding": str(dec), "reply": c.text})
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+def lora_config(cfg: LoraSettings):
+    if not cfg.enabled:
+        return None
+    from peft import LoraConfig
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+
+
+def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
+    """Fold the adapters into the weights; returns the plain model and the largest logit change it caused."""
+    probe = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
+                                           {"role": "assistant", "content": "2 plus 3 is 5."}],
+                                          tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]
+    peft_model.eval()
+    with torch.no_grad():
+        before = peft_model(input_ids=probe).logits
+        merged = peft_model.merge_and_unload()
+        after = merged(input_ids=probe).logits
+    return merged, (before - after).abs().max().item()
+
+
+def trainer_args(cfg: SFTStageConfig, out: Path):
+    from trl import SFTConfig
+    t = cfg.train
+    return SFTConfig(
+        output_dir=str(out), seed=cfg.seed, num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size * 2,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_length=t.max_length,
+        assistant_only_loss=True, packing=False,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        use_cpu=not torch.cuda.is_available(), bf16=t.bf16, activation_checkpointing=t.activation_checkpointing,
+        logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every, save_total_limit=t.keep_checkpoints,
+        eval_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False)
+
+
+def build_trainer(cfg: SFTStageConfig, policy, tokenizer, rows: list[dict], heldout: list[dict], out: Path,
+                  callbacks: list = ()):
+    from datasets import Dataset
+    from trl import SFTTrainer
+    return SFTTrainer(model=policy, args=trainer_args(cfg, out), processing_class=tokenizer,
+                      train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(heldout),
+                      peft_config=lora_config(cfg.lora), callbacks=list(callbacks))
+
+
+def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: str,
+         corrections: str | None = None) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stage = StageDir(out)
+    tokenizer = load_tokenizer(model)
+    max_len = cfg.train.max_length
+    rows, skipped = check_chat_rows(load_rows(data), data, tokenizer, max_len, cfg.data.skip_bad_rows)
+    n_demos = len(rows)
+    inputs = {"model_config": Path(model) / "config.json", "model_weights": Path(model) / "model.safetensors",
+              "data": data, "heldout_prompts": heldout_prompts}
+    if corrections:
+        extra, skipped_corr = check_chat_rows(load_rows(corrections), corrections, tokenizer, max_len,
+                                              cfg.data.skip_bad_rows)
+        rows += extra
+        skipped = {f"corrections: {k}": v for k, v in skipped_corr.items()} | skipped
+        inputs["corrections"] = corrections
+    prompts = load_rows(heldout_prompts)
+    missing = [i for i, p in enumerate(prompts, 1) if not {"messages", "task", "reference"} <= p.keys()]
+    if missing:
+        raise UserError(f"{heldout_prompts}: row {missing[0]} lacks 'messages', 'task' or 'reference' "
+                        "(prompt rows come from `make world`)")
+    heldout_convos = [{"messages": p["messages"] + [{"role": "assistant", "content": p["reference"]}]}
+                      for p in prompts[: cfg.data.heldout_loss_rows]]
+    eval_prompts = first_per_task(prompts, cfg.eval.per_task)
+    policy = load_causal_lm(model)
+    context = policy.config.max_position_embeddings
+    if max_len > context:
+        raise UserError(f"train.max_length={max_len} is longer than the model's context ({model}: "
+                        f"max_position_embeddings={context}); lower train.max_length")
+    stage.start(cfg, inputs=inputs, resume_state=("checkpoints",))
+    torch.set_num_threads(cfg.train.threads or os.cpu_count())
+    if skipped:
+        print(f"skipped {sum(skipped.values())} bad rows: {skipped}")
+
+    base_eval, _ = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
+
+    writer = SummaryWriter(str(stage.logs))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        trainer = build_trainer(cfg, policy, tokenizer, rows, heldout_convos, stage.checkpoints,
+                                [TensorBoardCallback(writer)])
+        loss_before = trainer.evaluate()["eval_loss"]
+        last = get_last_checkpoint(str(stage.checkpoints)) if stage.checkpoints.is_dir() else None
+        if last:
+            print(f"resuming from {last}")
+        result = trainer.train(resume_from_checkpoint=last)
+        loss_after = trainer.evaluate()["eval_loss"]
+    writer.close()
+
+    policy, merge_diff = trainer.model, None
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    if cfg.lora.enabled:
+        policy, merge_diff = merge_lora(policy, tokenizer)
+    save_checkpoint(policy, tokenizer, stage.model)
+
+    sft_eval, _ = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
+    train_tokens = sum(map(len, trainer.train_dataset["input_ids"]))
+    steps_per_epoch = -(-len(rows) // (cfg.train.batch_size * cfg.train.grad_accum))
+    trained_steps = trainer.state.global_step - (int(Path(last).name.split("-")[-1]) if last else 0)
+    metrics = {
+        "params": count_params(policy),
+        "trainable_params": trainable,
+        "lora": cfg.lora.enabled,
+        "lora_merge_max_abs_logit_diff": merge_diff,
+        "rows": {"demonstrations": n_demos, "corrections": len(rows) - n_demos, "skipped": skipped},
+        "steps": trainer.state.global_step,
+        "resumed_from": last,
+        "epochs": round(trainer.state.global_step / steps_per_epoch, 3),
+        "train_tokens_per_epoch": train_tokens,
+        "train_tokens_per_s": round(train_tokens * trained_steps / steps_per_epoch / result.metrics["train_runtime"]),
+        "train_runtime_s": round(result.metrics["train_runtime"], 2),
+        "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
+        "heldout_loss_before": round(loss_before, 4),
+        "heldout_loss_after": round(loss_after, 4),
+        "task_eval": {"decoding": str(Decoding(max_new_tokens=cfg.eval.max_new_tokens)), "base": base_eval,
+                      "sft": sft_eval},
+        "samples": sample_chats(policy, tokenizer, prompts, cfg.eval.sample_chats, cfg.seed, cfg.eval.max_new_tokens),
+    }
+    stage.finish(metrics)
+    print(f"SFT correct {sft_eval['correct']:.1%} (base {base_eval['correct']:.1%}); held-out loss "
+          f"{loss_before:.3f} -> {loss_after:.3f}; {metrics['train_tokens_per_s']:,} tok/s")
+    return metrics
+
+
+if __name__ == "__main__":
+    cli(main, SFTStageConfig, {"model": "base checkpoint directory (the pretrain stage's model/)",
+                               "data": "chat demonstrations (jsonl/parquet, or hf:<dataset>)",
+                               "heldout_prompts": "held-out prompt rows with reference answers",
+                               "out": "stage output directory",
+                               "corrections": "annotators' corrected replies exported by the labeling app (optional)"},
+        __doc__, optional=("corrections",))
