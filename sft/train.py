@@ -50,7 +50,7 @@ class LoraSettings:
 
 @dataclass
 class TrainSettings:
-    epochs: float = 2.0
+    epochs: float = 4.0
     max_steps: int = -1                # > 0 overrides epochs
     batch_size: int = 32
     grad_accum: int = 1
