@@ -10,6 +10,9 @@ RUNS  ?= runs/$(SCALE)
 VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
+# ARGS reach only the stage named on the command line (`make sft ARGS=train.epochs=1`), never the
+# prerequisites make rebuilds on the way: their configs have other keys.
+args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS))
 
 export TOKENIZERS_PARALLELISM := false
 export GRADIO_ANALYTICS_ENABLED := False
@@ -27,7 +30,7 @@ endif
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  (SCALE=tiny|gpu picks configs/<scale>/ and runs/<scale>/; ARGS='train.max_steps=10' overrides knobs)"
+	@echo "  (SCALE=tiny|gpu picks configs/<scale>/ and runs/<scale>/; ARGS='train.max_steps=10' overrides knobs of the stage you name)"
 
 install: $(VENV)/.installed ## create .venv and install the pinned dependencies
 
@@ -49,13 +52,13 @@ all: sft ## run the whole chain on the default world (so far: world -> pretrain 
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
-	$(PY) -m pretrain.world --config $(CFG)/world.yaml --out $(RUNS)/world $(ARGS)
+	$(PY) -m pretrain.world --config $(CFG)/world.yaml --out $(RUNS)/world $(call args,world)
 
 pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
 $(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/tokenizer.py
 	$(TRAIN) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
 		--heldout $(RUNS)/world/corpus_heldout.jsonl --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
-		--out $(RUNS)/pretrain $(ARGS)
+		--out $(RUNS)/pretrain $(call args,pretrain)
 
 # Annotators' corrections (exported by the labeling app) join the demonstrations when present.
 CORRECTIONS := $(wildcard $(RUNS)/prefs/corrections.jsonl)
@@ -63,7 +66,7 @@ sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full
 $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py $(CORRECTIONS)
 	$(TRAIN) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data $(RUNS)/world/sft.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft \
-		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(ARGS)
+		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(call args,sft)
 
 STAGE  ?= sft
 PROMPT ?= Tell me a story about Tom, a dog and the park.

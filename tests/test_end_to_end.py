@@ -23,3 +23,12 @@ def test_make_all_micro(tmp_path):
     # a second `make all` finds everything up to date and runs nothing
     again = subprocess.run(["make", "all", "SCALE=micro", f"RUNS={runs}", "--question"], cwd=ROOT)
     assert again.returncode == 0
+
+
+def test_args_reach_only_the_named_stage(tmp_path):
+    r = subprocess.run(["make", "-n", "sft", f"RUNS={tmp_path}", "ARGS=train.epochs=1"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    commands = r.stdout.replace("\\\n", " ").splitlines()
+    world, pretrain, sft = (next(c for c in commands if f"-m {m}" in c) for m in ("pretrain.world", "pretrain.train", "sft.train"))
+    assert "train.epochs=1" in sft and "train.epochs=1" not in world + pretrain
