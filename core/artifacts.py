@@ -72,6 +72,14 @@ def git_commit() -> str | None:
         return None
 
 
+def code_sha256(stage_file: str | Path) -> str:
+    """Digest of a stage's source file and the core library it builds on."""
+    h = hashlib.sha256()
+    for f in [Path(stage_file), *sorted(Path(__file__).parent.glob("*.py"))]:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 class StageDir:
     def __init__(self, out: str | Path):
         self.root = Path(out)
@@ -81,19 +89,22 @@ class StageDir:
         self.done = self.root / "DONE"
         self.t0 = time.time()
 
-    def start(self, cfg: Any, inputs: dict[str, str | Path] | None = None, resume_state: tuple[str, ...] = ()) -> None:
+    def start(self, cfg: Any, inputs: dict[str, str | Path] | None = None, resume_state: tuple[str, ...] = (),
+              stage_file: str | Path | None = None) -> None:
         """Begin (or resume) a run: drop any stale DONE, record the resolved config and input hashes.
 
         `resume_state` names subdirectories a crashed run left for resuming (checkpoints, a trained
-        tokenizer). They are kept only if the config and inputs are unchanged since they were written;
-        resuming someone else's half-finished run would silently mix two experiments.
+        tokenizer). They are kept only if the config, the inputs and the code (`stage_file` and
+        core/) are unchanged since they were written; resuming a run made by other settings or
+        other code would silently mix two experiments.
         """
         self.done.unlink(missing_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         record = {"config": to_dict(cfg), "git_commit": git_commit(),
+                  "code_sha256": code_sha256(stage_file) if stage_file else None,
                   "inputs": {k: {"path": str(p), "sha256": file_sha256(p)} for k, p in (inputs or {}).items()}}
-        fingerprint = hashlib.sha256(json.dumps([record["config"], [v["sha256"] for v in record["inputs"].values()]],
-                                                sort_keys=True).encode()).hexdigest()
+        fingerprint = hashlib.sha256(json.dumps([record["config"], [v["sha256"] for v in record["inputs"].values()],
+                                                 record["code_sha256"]], sort_keys=True).encode()).hexdigest()
         stamp = self.root / "FINGERPRINT"
         if stamp.exists() and stamp.read_text().strip() != fingerprint:
             stale = [d for d in resume_state if (self.root / d).exists()]

@@ -202,7 +202,8 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
     tc = cfg.train
     stage = StageDir(out)
     texts, heldout_texts = load_texts(corpus), load_texts(heldout)
-    stage.start(cfg, inputs={"corpus": corpus, "heldout": heldout}, resume_state=("checkpoints", "tokenizer"))
+    stage.start(cfg, inputs={"corpus": corpus, "heldout": heldout}, resume_state=("checkpoints", "tokenizer"),
+                stage_file=__file__)
     torch.set_num_threads(tc.threads or os.cpu_count())
 
     tok_dir = stage.root / "tokenizer"

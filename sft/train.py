@@ -199,7 +199,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
     if max_len > context:
         raise UserError(f"train.max_length={max_len} is longer than the model's context ({model}: "
                         f"max_position_embeddings={context}); lower train.max_length")
-    stage.start(cfg, inputs=inputs, resume_state=("checkpoints",))
+    stage.start(cfg, inputs=inputs, resume_state=("checkpoints",), stage_file=__file__)
     torch.set_num_threads(cfg.train.threads or os.cpu_count())
     if skipped:
         print(f"skipped {sum(skipped.values())} bad rows: {skipped}")

@@ -33,6 +33,20 @@ def test_stage_dir_contract(tmp_path):
     assert not list(stage.root.glob(".*")), "no temp files left behind"
 
 
+def test_changed_code_discards_resume_state(tmp_path):
+    code = tmp_path / "stage.py"
+    code.write_text("STEPS = 1\n")
+    stage = StageDir(tmp_path / "stage")
+    stage.start(Knobs(), resume_state=("checkpoints",), stage_file=code)
+    stage.checkpoints.mkdir()
+    stage.start(Knobs(), resume_state=("checkpoints",), stage_file=code)
+    assert stage.checkpoints.exists(), "same config, inputs and code: a crashed run resumes"
+    code.write_text("STEPS = 2\n")
+    stage.start(Knobs(), resume_state=("checkpoints",), stage_file=code)
+    assert not stage.checkpoints.exists(), "new code must not continue checkpoints written by the old code"
+    assert len(yaml.safe_load((stage.root / "config.yaml").read_text())["code_sha256"]) == 64
+
+
 def test_load_rows_formats(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}, {"text": "y"}])
     pq.write_table(pa.Table.from_pylist([{"text": "p"}]), tmp_path / "a.parquet")
