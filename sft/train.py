@@ -102,13 +102,12 @@ class SFTStageConfig:
 
 # ---------------------------------------------------------------- evaluation
 
-def answer_and_judge(model, tokenizer, prompts: list[dict], max_new_tokens: int) -> tuple[dict, list[str]]:
+def answer_and_judge(model, tokenizer, prompts: list[dict], max_new_tokens: int) -> dict:
     """Greedy replies to prompt rows, scored by the scripted annotator."""
     done = chat(model, tokenizer, [p["messages"] for p in prompts], Decoding(max_new_tokens=max_new_tokens))
-    answers = [c.text for c in done]
-    result = score_answers(prompts, answers)
+    result = score_answers(prompts, [c.text for c in done])
     result["eos_rate"] = round(sum(c.finished for c in done) / max(1, len(done)), 3)
-    return result, answers
+    return result
 
 
 def sample_chats(model, tokenizer, prompts: list[dict], n: int, seed: int, max_new_tokens: int) -> list[dict]:
@@ -204,7 +203,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
     if skipped:
         print(f"skipped {sum(skipped.values())} bad rows: {skipped}")
 
-    base_eval, _ = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
+    base_eval = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
 
     writer = SummaryWriter(str(stage.logs))
     with warnings.catch_warnings():
@@ -225,7 +224,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         policy, merge_diff = merge_lora(policy, tokenizer)
     save_checkpoint(policy, tokenizer, stage.model)
 
-    sft_eval, _ = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
+    sft_eval = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
     train_tokens = sum(map(len, trainer.train_dataset["input_ids"]))
     steps_per_epoch = -(-len(rows) // (cfg.train.batch_size * cfg.train.grad_accum))
     trained_steps = trainer.state.global_step - (int(Path(last).name.split("-")[-1]) if last else 0)
