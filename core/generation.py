@@ -124,11 +124,18 @@ def next_token_logits(model, prompts: list[list[int]], pad_id: int) -> torch.Ten
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], decoding: Decoding = GREEDY, seed: int = 0,
-             batch_size: int = 32) -> list[Completion]:
-    """Continue each tokenized prompt. Left-pads each batch and decodes step by step with a KV cache."""
+             batch_size: int = 32, row_seeds: list[int] | None = None) -> list[Completion]:
+    """Continue each tokenized prompt. Left-pads each batch and decodes step by step with a KV cache.
+
+    Row i samples with its own generator seeded `row_seeds[i]` (default: seed * 1_000_003 + i).
+    """
     decoding.validate()
     if any(not p for p in prompts):
         raise UserError("generate: every prompt needs at least one token (add BOS)")
+    if row_seeds is None:
+        row_seeds = [seed * 1_000_003 + i for i in range(len(prompts))]
+    elif len(row_seeds) != len(prompts):
+        raise ValueError(f"generate: {len(row_seeds)} row_seeds for {len(prompts)} prompts")
     was_training = model.training
     model.eval()
     banned = _valid_vocab_mask(model, tokenizer)
@@ -139,7 +146,7 @@ def generate(model, tokenizer, prompts: list[list[int]], decoding: Decoding = GR
             batch = prompts[start:start + batch_size]
             gens = None
             if decoding.temperature > 0:
-                gens = [torch.Generator().manual_seed(seed * 1_000_003 + start + i) for i in range(len(batch))]
+                gens = [torch.Generator().manual_seed(s) for s in row_seeds[start:start + batch_size]]
             ids, mask = _left_pad(batch, pad)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
@@ -180,9 +187,10 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 def chat(model, tokenizer, conversations: list[list[dict]], decoding: Decoding = GREEDY, seed: int = 0,
-         batch_size: int = 32) -> list[Completion]:
+         batch_size: int = 32, row_seeds: list[int] | None = None) -> list[Completion]:
     """The assistant's next reply to each conversation (list of {role, content} messages)."""
-    return generate(model, tokenizer, [chat_prompt_ids(tokenizer, c) for c in conversations], decoding, seed, batch_size)
+    return generate(model, tokenizer, [chat_prompt_ids(tokenizer, c) for c in conversations], decoding, seed,
+                    batch_size, row_seeds)
 
 
 def complete(model, tokenizer, texts: list[str], decoding: Decoding = GREEDY, seed: int = 0,

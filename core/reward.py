@@ -1,0 +1,50 @@
+"""Reward-model scoring: one scalar per (prompt, response) conversation, read at its last real token.
+
+A reward model is an `AutoModelForSequenceClassification` with one label. The conversation is
+rendered with the chat template (so it ends in the assistant's EOS) and right-padded; the model
+reads the score at the last non-pad token, which needs `config.pad_token_id` set, and pad must
+differ from EOS or the score would be read at the wrong place. Both are checked here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from core.config import UserError
+
+
+def load_reward_model(path: str | Path):
+    from transformers import AutoModelForSequenceClassification
+
+    from core.tokenizer import load_tokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: not a checkpoint directory (no config.json); train the reward model first")
+    tok = load_tokenizer(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    if model.config.num_labels != 1:
+        raise UserError(f"{path}: a reward model has num_labels=1, this one has {model.config.num_labels}")
+    if model.config.pad_token_id is None or model.config.pad_token_id == tok.eos_token_id:
+        raise UserError(f"{path}: config.pad_token_id must be set and differ from EOS "
+                        "(the score is read at the last non-pad token)")
+    return model.eval(), tok
+
+
+@torch.no_grad()
+def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
+    """Score of each full conversation (the last message is the response being scored)."""
+    out: list[float] = []
+    for start in range(0, len(conversations), batch_size):
+        ids = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"]
+               for c in conversations[start:start + batch_size]]
+        width = max(map(len, ids))
+        x = torch.full((len(ids), width), tokenizer.pad_token_id)
+        mask = torch.zeros_like(x)
+        for i, row in enumerate(ids):
+            x[i, :len(row)] = torch.tensor(row)
+            mask[i, :len(row)] = 1
+        out += model(input_ids=x, attention_mask=mask).logits[:, 0].float().tolist()
+    return out

@@ -1,0 +1,294 @@
+"""Label: the Gradio app where annotators compare, rank, flag and correct model responses.
+
+Run:    make label                       (then open http://127.0.0.1:7860 and log in)
+        make user NAME=alice ROLE=annotator   (create accounts; the first one should be ROLE=admin)
+        python -m labeling_ui.app --config configs/tiny/label.yaml --db data/labels_tiny.db \
+            --export-out runs/tiny/prefs [app.port=7861 ...]
+Reads:  the labeling store (items queued by `make seed`)
+Writes: judgments into the store, one transaction per submit (durable before the app says "saved")
+
+Layers: this file only wires widgets to the store (labeling_ui/store.py: all SQL, assignment, the
+over-submission guard) and to pure functions (sampling, agreement, pairs). Every handler takes the
+user from the login session (gr.Request), never from the page, and admin handlers refuse anyone
+whose role is not admin. Model text is shown in read-only text boxes, so HTML or script in a
+completion is displayed as text, never rendered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import gradio as gr
+import pandas as pd
+
+from core.config import UserError, load_config
+from labeling_ui import agreement
+from labeling_ui.config import LabelConfig
+from labeling_ui.store import FLAGS, Shown, Store, StoreError
+
+GUIDELINES = """
+**What you judge.** A user message and the model's responses. Pick the better response, or rank all of them.
+
+**Better means, in this order:**
+1. *Correct*: it answers the question that was asked, with the right fact or number, and uses what the
+   user asked for (names, animals, places). A polite answer that ignores the question is worse than a plain right one.
+2. *Polite*: no rude or dismissive phrases. Flag rude or harmful text as **unsafe**.
+3. *Well formed*: complete sentences, ends properly (stories end with "The end."), no repeated sentences, no rambling.
+
+**Choices.** *Tie*: equally good. *Both bad*: neither is acceptable; please write a correction.
+**Flags**: *unsafe* (rude, harmful), *nonsense* (not language). A flag does not replace your choice.
+**Correction**: write the response the model should have given. It becomes training data, so keep it short and right.
+**Ranks**: 1 = best. Equal ranks mean a tie.
+
+**Keys** (when not typing in a box): `1` A is better, `2` B is better, `3` tie, `4` both bad.
+"""
+
+SHORTCUTS = """<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target;
+  if (e.ctrlKey || e.metaKey || e.altKey || (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT'))) return;
+  const id = {'1': 'btn-a', '2': 'btn-b', '3': 'btn-tie', '4': 'btn-both-bad'}[e.key];
+  const b = id && document.getElementById(id);
+  if (b && b.offsetParent !== null) { e.preventDefault(); b.click(); }
+});
+</script>"""
+
+
+def prompt_text(shown: Shown) -> str:
+    return "\n\n".join(m["content"] if m["role"] == "user" else f"[{m['role']}] {m['content']}"
+                       for m in shown.prompt["messages"])
+
+
+def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_path: str | None = None) -> gr.Blocks:
+    k = cfg.seed.k
+    active = cfg.app.active_sampling
+
+    def user(request: gr.Request) -> dict:
+        who = store.annotator(request.username or "")
+        if who is None:
+            raise gr.Error("unknown user; log in again")
+        return who
+
+    def require_admin(request: gr.Request) -> dict:
+        who = user(request)
+        if who["role"] != "admin":
+            raise gr.Error("admins only: ask an admin for the dashboard, exports and accounts")
+        return who
+
+    # ---------------------------------------------------------------- pair mode
+    def next_pair(name: str):
+        shown = store.next_item(name, "pair", active=active)
+        if shown is None:
+            return None, "", "", "", "Nothing left to compare. Thank you!"
+        return shown.item_id, prompt_text(shown), shown.texts[0], shown.texts[1], f"Item {shown.item_id}"
+
+    def load_pair(request: gr.Request):
+        return next_pair(user(request)["name"])
+
+    def vote(choice: str, item_id, flags, correction, request: gr.Request):
+        name = user(request)["name"]
+        if item_id is None:
+            return (item_id, gr.update(), gr.update(), gr.update(), flags, correction,
+                    "No item loaded: nothing left to compare.")
+        try:
+            jid = store.submit(name, item_id, choice=choice, flags=flags or [], correction=correction)
+        except StoreError as e:  # the form keeps what the annotator wrote
+            return item_id, gr.update(), gr.update(), gr.update(), flags, correction, f"Not saved: {e}"
+        nxt = next_pair(name)
+        return (*nxt[:4], [], "", f"Saved judgment {jid} (item {item_id}: {choice}). {nxt[4]}")
+
+    def vote_a(item_id, flags, correction, request: gr.Request):
+        return vote("a", item_id, flags, correction, request)
+
+    def vote_b(item_id, flags, correction, request: gr.Request):
+        return vote("b", item_id, flags, correction, request)
+
+    def vote_tie(item_id, flags, correction, request: gr.Request):
+        return vote("tie", item_id, flags, correction, request)
+
+    def vote_both_bad(item_id, flags, correction, request: gr.Request):
+        return vote("both_bad", item_id, flags, correction, request)
+
+    # ---------------------------------------------------------------- rank mode
+    def next_rank(name: str):
+        shown = store.next_item(name, "rank", active=active)
+        if shown is None:
+            empty = [gr.update(value="", visible=False)] * k + [gr.update(value=None, visible=False)] * k
+            return [None, "", *empty, "Nothing left to rank. Thank you!"]
+        n = len(shown.texts)
+        boxes = [gr.update(value=shown.texts[i] if i < n else "", visible=i < n) for i in range(k)]
+        radios = [gr.update(value=None, choices=list(range(1, n + 1)), visible=i < n) for i in range(k)]
+        return [shown.item_id, prompt_text(shown), *boxes, *radios, f"Item {shown.item_id}"]
+
+    def load_rank(request: gr.Request):
+        return next_rank(user(request)["name"])
+
+    def submit_rank(item_id, flags, correction, *ranks, request: gr.Request):
+        name = user(request)["name"]
+        keep = [item_id, gr.update(), *[gr.update()] * (2 * k)]
+        if item_id is None:
+            return [*keep, flags, correction, "No item loaded: nothing left to rank."]
+        shown_n = sum(r is not None for r in ranks)
+        given = [int(r) for r in ranks if r is not None]
+        try:
+            if shown_n == 0:
+                raise StoreError("give every response a rank (1 = best)")
+            jid = store.submit(name, item_id, ranks=given, flags=flags or [], correction=correction)
+        except StoreError as e:
+            return [*keep, flags, correction, f"Not saved: {e}"]
+        nxt = next_rank(name)
+        return [*nxt[:-1], [], "", f"Saved judgment {jid} (item {item_id}: ranks {given}). {nxt[-1]}"]
+
+    # ---------------------------------------------------------------- history and admin
+    def history(request: gr.Request):
+        name = user(request)["name"]
+        rows = [{"judgment": j["id"], "item": j["item_id"], "kind": j["kind"],
+                 "verdict": j["choice"] or str(j["ranks"]), "flags": ", ".join(j["flags"]),
+                 "correction": (j["correction"] or "")[:80]} for j in reversed(store.judgments(name))]
+        return pd.DataFrame(rows, columns=["judgment", "item", "kind", "verdict", "flags", "correction"])
+
+    def dashboard(request: gr.Request):
+        require_admin(request)
+        js = store.judgments()
+        kappa, alpha = agreement.pair_kappa(js, min_common=3), agreement.rank_alpha(js)
+        summary = (f"**Judgments:** {len(js)}  \n**Pairs, Cohen's kappa** (mean over annotator pairs): "
+                   f"{kappa['mean_kappa'] if kappa['mean_kappa'] is not None else 'not enough overlap yet'}  \n"
+                   f"**Rankings, Krippendorff's alpha** (ordinal): "
+                   f"{alpha['alpha'] if alpha['alpha'] is not None else 'not enough overlap yet'} "
+                   f"over {alpha['units_with_2plus']} ranked responses with 2+ annotators")
+        return (summary, pd.DataFrame(agreement.progress(store.items())),
+                pd.DataFrame(agreement.annotator_stats(js)), pd.DataFrame(kappa["pairs"]),
+                pd.DataFrame(agreement.flagged(js), columns=["item_id", "prompt_id", "annotator", "flags"]))
+
+    def add_user(name, password, role, request: gr.Request):
+        require_admin(request)
+        try:
+            store.add_annotator((name or "").strip(), password or "", role)
+        except StoreError as e:
+            return f"Not created: {e}"
+        return f"Created {role} {name.strip()}."
+
+    def run_export(request: gr.Request):
+        require_admin(request)
+        if not export_out or not db_path:
+            return "Export is not configured (start the app with --export-out)."
+        from labeling_ui import export
+        try:
+            m = export.main(cfg, db_path, export_out)
+        except UserError as e:
+            return f"Not exported: {e}"
+        return (f"Exported {m['pairs_train']} train + {m['pairs_test']} test pairs and "
+                f"{m['corrections']} corrections to {export_out}.")
+
+    def start(request: gr.Request):
+        who = user(request)
+        return (f"Signed in as **{who['name']}** ({who['role']}).",
+                gr.update(visible=who["role"] == "admin"), *load_pair(request), *load_rank(request))
+
+    # ---------------------------------------------------------------- layout
+    with gr.Blocks(title="Labeling") as demo:
+        header = gr.Markdown()
+        with gr.Accordion("Guidelines", open=False):
+            gr.Markdown(GUIDELINES)
+        with gr.Tabs():
+            with gr.Tab("Compare two", id="pair"):
+                pair_item = gr.State(None)
+                pair_prompt = gr.Textbox(label="Prompt", interactive=False, lines=3, elem_id="pair-prompt")
+                with gr.Row():
+                    resp_a = gr.Textbox(label="Response A", interactive=False, lines=6, elem_id="resp-a")
+                    resp_b = gr.Textbox(label="Response B", interactive=False, lines=6, elem_id="resp-b")
+                with gr.Row():
+                    btn_a = gr.Button("A is better  [1]", elem_id="btn-a", variant="primary")
+                    btn_b = gr.Button("B is better  [2]", elem_id="btn-b", variant="primary")
+                    btn_tie = gr.Button("Tie  [3]", elem_id="btn-tie")
+                    btn_bad = gr.Button("Both bad  [4]", elem_id="btn-both-bad")
+                pair_flags = gr.CheckboxGroup(list(FLAGS), label="Flags", elem_id="pair-flags")
+                pair_corr = gr.Textbox(label="Correction (optional): the response the model should have given",
+                                       lines=3, elem_id="pair-correction")
+                pair_status = gr.Textbox(label="Status", interactive=False, elem_id="pair-status")
+            with gr.Tab("Rank all", id="rank"):
+                rank_item = gr.State(None)
+                rank_prompt = gr.Textbox(label="Prompt", interactive=False, lines=3, elem_id="rank-prompt")
+                rank_boxes, rank_radios = [], []
+                for i in range(k):
+                    with gr.Row():
+                        rank_boxes.append(gr.Textbox(label=f"Response {i + 1}", interactive=False, lines=3, scale=4,
+                                                     elem_id=f"rank-resp-{i}"))
+                        rank_radios.append(gr.Radio(list(range(1, k + 1)), label="Rank (1 = best)", scale=1,
+                                                    elem_id=f"rank-{i}"))
+                rank_flags = gr.CheckboxGroup(list(FLAGS), label="Flags", elem_id="rank-flags")
+                rank_corr = gr.Textbox(label="Correction (optional): the response the model should have given",
+                                       lines=3, elem_id="rank-correction")
+                rank_btn = gr.Button("Submit ranking", elem_id="btn-rank", variant="primary")
+                rank_status = gr.Textbox(label="Status", interactive=False, elem_id="rank-status")
+            with gr.Tab("My history", id="history"):
+                hist_btn = gr.Button("Refresh", elem_id="btn-history")
+                hist = gr.Dataframe(interactive=False)
+            with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
+                dash_btn = gr.Button("Refresh dashboard", elem_id="btn-dashboard")
+                dash_summary = gr.Markdown()
+                gr.Markdown("**Progress**")
+                dash_progress = gr.Dataframe(interactive=False)
+                gr.Markdown("**Annotators**")
+                dash_people = gr.Dataframe(interactive=False)
+                gr.Markdown("**Agreement on pairs, per annotator pair**")
+                dash_kappa = gr.Dataframe(interactive=False)
+                gr.Markdown("**Flagged**")
+                dash_flags = gr.Dataframe(interactive=False)
+                with gr.Accordion("Accounts", open=False):
+                    new_name = gr.Textbox(label="user name")
+                    new_pw = gr.Textbox(label="password (8+ characters)", type="password")
+                    new_role = gr.Radio(["annotator", "admin"], value="annotator", label="role")
+                    new_btn = gr.Button("Create account")
+                    new_status = gr.Textbox(label="Status", interactive=False)
+                export_btn = gr.Button("Export preferences and corrections", elem_id="btn-export")
+                export_status = gr.Textbox(label="Export", interactive=False)
+
+        pair_out = [pair_item, pair_prompt, resp_a, resp_b, pair_flags, pair_corr, pair_status]
+        pair_in = [pair_item, pair_flags, pair_corr]
+        limit = cfg.app.concurrency
+        for btn, fn in ((btn_a, vote_a), (btn_b, vote_b), (btn_tie, vote_tie), (btn_bad, vote_both_bad)):
+            btn.click(fn, pair_in, pair_out, api_name=fn.__name__, concurrency_limit=limit)
+        rank_out = [rank_item, rank_prompt, *rank_boxes, *rank_radios, rank_flags, rank_corr, rank_status]
+        rank_btn.click(submit_rank, [rank_item, rank_flags, rank_corr, *rank_radios], rank_out,
+                       api_name="submit_rank", concurrency_limit=limit)
+        hist_btn.click(history, None, hist, api_name="history")
+        dash_btn.click(dashboard, None, [dash_summary, dash_progress, dash_people, dash_kappa, dash_flags],
+                       api_name="dashboard")
+        new_btn.click(add_user, [new_name, new_pw, new_role], new_status, api_name="add_user")
+        export_btn.click(run_export, None, export_status, api_name="export")
+        demo.load(start, None, [header, admin_tab, pair_item, pair_prompt, resp_a, resp_b, pair_status,
+                                rank_item, rank_prompt, *rank_boxes, *rank_radios, rank_status],
+                  api_name="start", concurrency_limit=limit)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The labeling app (Gradio).")
+    parser.add_argument("--config", required=True, help="YAML file of knobs (configs/<scale>/label.yaml)")
+    parser.add_argument("--db", required=True, help="labeling store (SQLite file)")
+    parser.add_argument("--export-out", help="where the admin's Export button writes (runs/<scale>/prefs)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. app.port=7861")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(LabelConfig, args.config, args.overrides)
+        store = Store(args.db, lease_s=cfg.app.lease_s)
+        if not any(a["role"] == "admin" for a in store.annotators()):
+            raise UserError(f"{args.db}: no admin account yet; create one with "
+                            "`make user NAME=<name> ROLE=admin` (it asks for the password)")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    counts = store.counts()
+    print(f"labeling store {args.db}: {counts['items']} items, {counts['judgments']} judgments, "
+          f"{counts['annotators']} accounts", flush=True)
+    demo = build_app(store, cfg, args.export_out, args.db)
+    demo.queue(default_concurrency_limit=cfg.app.concurrency)
+    demo.launch(server_name=cfg.app.host, server_port=cfg.app.port, auth=store.verify,
+                auth_message="Log in with the account your admin created for you.", head=SHORTCUTS,
+                show_error=True, quiet=False, footer_links=[], max_threads=max(40, cfg.app.concurrency + 8))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Export: turn the store's raw judgments into preference pairs (reward model, DPO) and corrections (SFT).
+
+Run:    make export
+        python -m labeling_ui.export --config configs/tiny/label.yaml --db data/labels_tiny.db --out runs/tiny/prefs
+Reads:  the labeling store
+Writes: <out>/train.jsonl, test.jsonl   TRL's conversational preference rows:
+            {"prompt": [messages], "chosen": [assistant msg], "rejected": [assistant msg],
+             "prompt_id", "task", "votes_for", "votes_against", "agreement", "annotators", "item_ids",
+             "chosen_source"/"rejected_source": {candidate_id, checkpoint, checkpoint_sha256, decoding, seed}}
+        <out>/corrections.jsonl   SFT rows {"messages": [user, assistant = the annotator's rewrite], provenance}
+        <out>/config.yaml, metrics.json (counts, agreement), DONE (last)
+
+How judgments become pairs (rankings -> pairs, ties, both-bad, majority across annotators) is
+documented in labeling_ui/pairs.py. The split is by prompt id, so it is identical in every export.
+The store is only read: raw judgments are kept and pairs are derived again at each export.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from core.artifacts import StageDir, write_jsonl
+from core.config import UserError, cli
+from labeling_ui.agreement import pair_kappa, rank_alpha
+from labeling_ui.config import LabelConfig
+from labeling_ui.pairs import aggregate, is_test
+from labeling_ui.store import Store
+
+
+def _source(c: dict) -> dict:
+    return {"candidate_id": c["id"], "checkpoint": c["checkpoint"], "checkpoint_sha256": c["checkpoint_sha"],
+            "decoding": c["decoding"], "seed": c["seed"]}
+
+
+def preference_rows(store: Store, min_agreement: float) -> list[dict]:
+    prompts = store.prompts()
+    cands = {c["id"]: c for c in store.candidates()}
+    rows = []
+    for p in aggregate(store.judgments(), min_agreement):
+        prompt, chosen, rejected = prompts[p["prompt_id"]], cands[p["chosen"]], cands[p["rejected"]]
+        rows.append({"prompt": prompt["messages"],
+                     "chosen": [{"role": "assistant", "content": chosen["text"]}],
+                     "rejected": [{"role": "assistant", "content": rejected["text"]}],
+                     "prompt_id": p["prompt_id"], "task": prompt.get("task"),
+                     "votes_for": p["votes_for"], "votes_against": p["votes_against"], "agreement": p["agreement"],
+                     "annotators": p["annotators"], "item_ids": p["item_ids"],
+                     "chosen_source": _source(chosen), "rejected_source": _source(rejected)})
+    return rows
+
+
+def correction_rows(store: Store) -> list[dict]:
+    prompts = store.prompts()
+    return [{"messages": prompts[j["prompt_id"]]["messages"] + [{"role": "assistant", "content": j["correction"]}],
+             "prompt_id": j["prompt_id"], "item_id": j["item_id"], "annotator": j["annotator"],
+             "submitted_at": j["submitted_at"]}
+            for j in store.judgments() if j["correction"]]
+
+
+def main(cfg: LabelConfig, db: str, out: str) -> dict:
+    store = Store(db)
+    judgments = store.judgments()
+    if not judgments:
+        raise UserError(f"{db}: no judgments yet; label some items (make label, or make label-auto) before exporting")
+    stage = StageDir(out)
+    stage.start(cfg, stage_file=__file__)
+    rows = preference_rows(store, cfg.export.min_agreement)
+    test = [r for r in rows if is_test(r["prompt_id"], cfg.export.test_fraction)]
+    train = [r for r in rows if not is_test(r["prompt_id"], cfg.export.test_fraction)]
+    corrections = correction_rows(store)
+    write_jsonl(stage.root / "train.jsonl", train)
+    write_jsonl(stage.root / "test.jsonl", test)
+    write_jsonl(stage.root / "corrections.jsonl", corrections)
+    metrics = {"judgments": len(judgments), "pairs_train": len(train), "pairs_test": len(test),
+               "corrections": len(corrections),
+               "unanimous_share": round(sum(r["agreement"] == 1.0 for r in rows) / len(rows), 3) if rows else None,
+               "pairs_by_task": dict(sorted(Counter(r["task"] for r in rows).items())),
+               "pair_kappa": pair_kappa(judgments)["mean_kappa"], "rank_alpha": rank_alpha(judgments)["alpha"]}
+    stage.finish(metrics)
+    print(f"exported {len(train)} train + {len(test)} test pairs and {len(corrections)} corrections to {stage.root}")
+    return metrics
+
+
+if __name__ == "__main__":
+    cli(main, LabelConfig, {"db": "labeling store (SQLite file)", "out": "stage output directory"}, __doc__)

@@ -1,0 +1,377 @@
+"""The labeling store: every SQL statement of the app lives in this module (SQLite, WAL).
+
+Tables (constraints live in the schema, not only in code):
+  annotators   name, role (admin | annotator), argon2 password hash
+  prompts      the prompt row (messages + the task fields the scripted annotator needs)
+  candidates   k model responses per prompt, with provenance: checkpoint path + sha256, decoding, seed
+  items        what is judged: a prompt with 2 candidates (kind "pair") or all k (kind "rank"),
+               how many annotators may judge it (max_judgments), reward-model margin when known
+  assignments  an item handed to an annotator, with the shuffled order it is shown in; it reserves
+               one of the item's judgment slots until it is submitted or its lease expires
+  judgments    one per (item, annotator) [UNIQUE]; never more than the item's max_judgments [trigger];
+               shown order, pairwise choice (a | b | tie | both_bad, a = first shown) or ranks per
+               shown position (1 = best, ties allowed), flags, the annotator's correction, times
+
+Every write is one `BEGIN IMMEDIATE` transaction. `synchronous=FULL` makes a commit durable before
+`submit` returns, so an acknowledged judgment survives `kill -9` (and a power cut). Open one `Store`
+per process; it keeps one connection per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+
+from labeling_ui.sampling import ItemState, choose
+
+ROLES = ("admin", "annotator")
+CHOICES = ("a", "b", "tie", "both_bad")
+FLAGS = ("unsafe", "nonsense")
+MAX_CORRECTION_CHARS = 4000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS annotators (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'annotator')),
+    password_hash TEXT NOT NULL,
+    created_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    id         TEXT PRIMARY KEY,
+    row        TEXT NOT NULL CHECK (json_valid(row)),
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    id             INTEGER PRIMARY KEY,
+    prompt_id      TEXT NOT NULL REFERENCES prompts(id),
+    text           TEXT NOT NULL,
+    checkpoint     TEXT NOT NULL,
+    checkpoint_sha TEXT NOT NULL,
+    decoding       TEXT NOT NULL CHECK (json_valid(decoding)),
+    seed           INTEGER NOT NULL,
+    n_tokens       INTEGER,
+    finished       INTEGER,
+    logprob        REAL,
+    rm_score       REAL,
+    created_at     REAL NOT NULL,
+    UNIQUE (prompt_id, checkpoint_sha, decoding, seed)
+);
+CREATE TABLE IF NOT EXISTS items (
+    id            INTEGER PRIMARY KEY,
+    prompt_id     TEXT NOT NULL REFERENCES prompts(id),
+    kind          TEXT NOT NULL CHECK (kind IN ('pair', 'rank')),
+    candidate_ids TEXT NOT NULL CHECK (json_valid(candidate_ids)),
+    max_judgments INTEGER NOT NULL CHECK (max_judgments >= 1),
+    margin        REAL,
+    created_at    REAL NOT NULL,
+    UNIQUE (prompt_id, kind, candidate_ids)
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    item_id      INTEGER NOT NULL REFERENCES items(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    shown_order  TEXT NOT NULL CHECK (json_valid(shown_order)),
+    assigned_at  REAL NOT NULL,
+    PRIMARY KEY (item_id, annotator_id)
+);
+CREATE TABLE IF NOT EXISTS judgments (
+    id           INTEGER PRIMARY KEY,
+    item_id      INTEGER NOT NULL REFERENCES items(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    shown_order  TEXT NOT NULL CHECK (json_valid(shown_order)),
+    choice       TEXT CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
+    ranks        TEXT CHECK (ranks IS NULL OR json_valid(ranks)),
+    flags        TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(flags)),
+    correction   TEXT CHECK (correction IS NULL OR length(correction) BETWEEN 1 AND 4000),
+    assigned_at  REAL,
+    submitted_at REAL NOT NULL,
+    UNIQUE (item_id, annotator_id),
+    CHECK ((choice IS NULL) <> (ranks IS NULL))
+);
+CREATE INDEX IF NOT EXISTS judgments_by_annotator ON judgments (annotator_id);
+CREATE INDEX IF NOT EXISTS candidates_by_prompt ON candidates (prompt_id);
+CREATE TRIGGER IF NOT EXISTS judgments_never_over_submitted BEFORE INSERT ON judgments
+WHEN (SELECT count(*) FROM judgments WHERE item_id = NEW.item_id)
+     >= (SELECT max_judgments FROM items WHERE id = NEW.item_id)
+BEGIN SELECT RAISE(ABORT, 'item already has max_judgments judgments'); END;
+"""
+
+
+class StoreError(Exception):
+    """A request the store refuses; the message is meant for the person who made it."""
+
+
+class ItemFull(StoreError):
+    pass
+
+
+@dataclass
+class Shown:
+    """An item as one annotator sees it: candidates in that annotator's shuffled order."""
+    item_id: int
+    kind: str
+    prompt: dict
+    candidate_ids: list[int]
+    texts: list[str]
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Store:
+    def __init__(self, path: str | Path, lease_s: float = 1800.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease_s = lease_s
+        self._local = threading.local()
+        self._hasher = PasswordHasher()
+        self._db().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+
+    # ------------------------------------------------------------------ connection and transactions
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self):
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ------------------------------------------------------------------ accounts
+    def add_annotator(self, name: str, password: str, role: str = "annotator") -> int:
+        if role not in ROLES:
+            raise StoreError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise StoreError(f"user name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
+        if len(password) < 8:
+            raise StoreError("password: use at least 8 characters")
+        try:
+            with self._tx() as db:
+                return db.execute("INSERT INTO annotators (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                                  (name, role, self._hasher.hash(password), _now())).lastrowid
+        except sqlite3.IntegrityError:
+            raise StoreError(f"user {name!r} already exists") from None
+
+    def set_password(self, name: str, password: str) -> None:
+        if len(password) < 8:
+            raise StoreError("password: use at least 8 characters")
+        with self._tx() as db:
+            if not db.execute("UPDATE annotators SET password_hash = ? WHERE name = ?",
+                              (self._hasher.hash(password), name)).rowcount:
+                raise StoreError(f"no user {name!r}")
+
+    def verify(self, name: str, password: str) -> bool:
+        row = self._db().execute("SELECT password_hash FROM annotators WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return False
+        try:
+            return self._hasher.verify(row["password_hash"], password)
+        except (VerifyMismatchError, InvalidHashError):
+            return False
+
+    def annotator(self, name: str) -> dict | None:
+        row = self._db().execute("SELECT id, name, role FROM annotators WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def annotators(self) -> list[dict]:
+        return [dict(r) for r in self._db().execute("SELECT id, name, role, created_at FROM annotators ORDER BY id")]
+
+    def _annotator_id(self, db, name: str) -> int:
+        row = db.execute("SELECT id FROM annotators WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no user {name!r}")
+        return row["id"]
+
+    # ------------------------------------------------------------------ seeding
+    def add_prompt(self, row: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO prompts (id, row, created_at) VALUES (?, ?, ?)",
+                       (row["id"], json.dumps(row, sort_keys=True), _now()))
+
+    def add_candidates(self, rows: list[dict]) -> int:
+        """Insert candidates ({prompt_id, text, checkpoint, checkpoint_sha, decoding, seed, ...}); duplicates are
+        ignored (same prompt, checkpoint, decoding and seed). Returns how many were new."""
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO candidates (prompt_id, text, checkpoint, checkpoint_sha, decoding, seed, "
+                "n_tokens, finished, logprob, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r["prompt_id"], r["text"], r["checkpoint"], r["checkpoint_sha"], json.dumps(r["decoding"], sort_keys=True),
+                  r["seed"], r.get("n_tokens"), r.get("finished"), r.get("logprob"), _now()) for r in rows])
+            return db.total_changes - before
+
+    def has_candidates(self, prompt_id: str, checkpoint_sha: str) -> int:
+        return self._db().execute("SELECT count(*) FROM candidates WHERE prompt_id = ? AND checkpoint_sha = ?",
+                                  (prompt_id, checkpoint_sha)).fetchone()[0]
+
+    def candidates(self, prompt_id: str | None = None, checkpoint_sha: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM candidates WHERE 1", []
+        if prompt_id is not None:
+            sql, args = sql + " AND prompt_id = ?", args + [prompt_id]
+        if checkpoint_sha is not None:
+            sql, args = sql + " AND checkpoint_sha = ?", args + [checkpoint_sha]
+        return [_candidate(r) for r in self._db().execute(sql + " ORDER BY id", args)]
+
+    def add_item(self, prompt_id: str, kind: str, candidate_ids: list[int], max_judgments: int) -> bool:
+        with self._tx() as db:
+            return db.execute("INSERT OR IGNORE INTO items (prompt_id, kind, candidate_ids, max_judgments, created_at) "
+                              "VALUES (?, ?, ?, ?, ?)",
+                              (prompt_id, kind, json.dumps(candidate_ids), max_judgments, _now())).rowcount == 1
+
+    def set_rm_scores(self, scores: dict[int, float]) -> None:
+        """Reward-model scores per candidate id; each item's margin becomes the smallest gap among its candidates."""
+        with self._tx() as db:
+            db.executemany("UPDATE candidates SET rm_score = ? WHERE id = ?", [(s, c) for c, s in scores.items()])
+            for item in db.execute("SELECT id, candidate_ids FROM items").fetchall():
+                ids = json.loads(item["candidate_ids"])
+                vals = sorted(scores[c] for c in ids if c in scores)
+                if len(vals) == len(ids):
+                    db.execute("UPDATE items SET margin = ? WHERE id = ?",
+                               (min(b - a for a, b in zip(vals, vals[1:])), item["id"]))
+
+    # ------------------------------------------------------------------ assignment and submission
+    def next_item(self, annotator: str, kind: str, active: bool = False) -> Shown | None:
+        """The annotator's open item of this kind, or a new one: never one they judged, never one whose
+        judgments plus others' live assignments already fill it. None when nothing is left."""
+        if kind not in ("pair", "rank"):
+            raise StoreError(f"kind must be pair or rank, got {kind!r}")
+        cutoff = _now() - self.lease_s
+        with self._tx() as db:
+            aid = self._annotator_id(db, annotator)
+            row = db.execute("SELECT a.item_id, a.shown_order FROM assignments a JOIN items i ON i.id = a.item_id "
+                             "WHERE a.annotator_id = ? AND i.kind = ? AND a.assigned_at > ? ORDER BY a.assigned_at LIMIT 1",
+                             (aid, kind, cutoff)).fetchone()
+            if row is None:
+                open_items = [ItemState(r["id"], r["n_judged"] + r["n_assigned"], r["margin"]) for r in db.execute(
+                    "SELECT i.id, i.margin, i.max_judgments, "
+                    "  (SELECT count(*) FROM judgments j WHERE j.item_id = i.id) AS n_judged, "
+                    "  (SELECT count(*) FROM assignments a WHERE a.item_id = i.id AND a.assigned_at > :cutoff "
+                    "     AND a.annotator_id <> :aid) AS n_assigned "
+                    "FROM items i WHERE i.kind = :kind "
+                    "  AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.item_id = i.id AND j.annotator_id = :aid) "
+                    "  AND n_judged + n_assigned < i.max_judgments",
+                    {"cutoff": cutoff, "aid": aid, "kind": kind})]
+                pick = choose(open_items, active=active, salt=aid)
+                if pick is None:
+                    return None
+                ids = json.loads(db.execute("SELECT candidate_ids FROM items WHERE id = ?", (pick,)).fetchone()[0])
+                random.Random(f"{aid}:{pick}").shuffle(ids)
+                db.execute("INSERT OR REPLACE INTO assignments (item_id, annotator_id, shown_order, assigned_at) "
+                           "VALUES (?, ?, ?, ?)", (pick, aid, json.dumps(ids), _now()))
+                row = {"item_id": pick, "shown_order": json.dumps(ids)}
+            return self._shown(db, row["item_id"], json.loads(row["shown_order"]))
+
+    def _shown(self, db, item_id: int, order: list[int]) -> Shown:
+        item = db.execute("SELECT i.kind, p.row FROM items i JOIN prompts p ON p.id = i.prompt_id WHERE i.id = ?",
+                          (item_id,)).fetchone()
+        texts = {r["id"]: r["text"] for r in db.execute(
+            f"SELECT id, text FROM candidates WHERE id IN ({','.join('?' * len(order))})", order)}
+        return Shown(item_id, item["kind"], json.loads(item["row"]), order, [texts[c] for c in order])
+
+    def submit(self, annotator: str, item_id: int, choice: str | None = None, ranks: list[int] | None = None,
+               flags: list[str] = (), correction: str | None = None) -> int:
+        """Record one judgment of an item assigned to `annotator`, in one transaction. Returns its id once durable."""
+        flags = sorted(set(flags))
+        if bad := [f for f in flags if f not in FLAGS]:
+            raise StoreError(f"unknown flag {bad[0]!r}; flags are {', '.join(FLAGS)}")
+        correction = (correction or "").strip() or None
+        if correction and len(correction) > MAX_CORRECTION_CHARS:
+            raise StoreError(f"correction is {len(correction)} characters; the limit is {MAX_CORRECTION_CHARS}")
+        with self._tx() as db:
+            aid = self._annotator_id(db, annotator)
+            if db.execute("SELECT 1 FROM judgments WHERE item_id = ? AND annotator_id = ?", (item_id, aid)).fetchone():
+                raise StoreError(f"you already judged item {item_id}")
+            a = db.execute("SELECT a.shown_order, a.assigned_at, i.kind FROM assignments a JOIN items i ON i.id = a.item_id "
+                           "WHERE a.item_id = ? AND a.annotator_id = ?", (item_id, aid)).fetchone()
+            if a is None:
+                raise StoreError(f"item {item_id} is not assigned to {annotator}; load the next item")
+            order = json.loads(a["shown_order"])
+            if a["kind"] == "pair":
+                if choice not in CHOICES or ranks is not None:
+                    raise StoreError(f"a pair takes a choice ({', '.join(CHOICES)}), got {choice!r}")
+            else:
+                if choice is not None or ranks is None or len(ranks) != len(order) \
+                        or any(not isinstance(r, int) or not 1 <= r <= len(order) for r in ranks):
+                    raise StoreError(f"a ranking gives each of the {len(order)} responses a rank from 1 (best) "
+                                     f"to {len(order)}, got {ranks!r}")
+            try:
+                jid = db.execute(
+                    "INSERT INTO judgments (item_id, annotator_id, shown_order, choice, ranks, flags, correction, "
+                    "assigned_at, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (item_id, aid, a["shown_order"], choice, json.dumps(ranks) if ranks is not None else None,
+                     json.dumps(flags), correction, a["assigned_at"], _now())).lastrowid
+            except sqlite3.IntegrityError as e:
+                if "max_judgments" in str(e):
+                    raise ItemFull(f"item {item_id} got its last judgment while your lease had expired; "
+                                   "your text is still in the form, load the next item") from None
+                raise
+            db.execute("DELETE FROM assignments WHERE item_id = ? AND annotator_id = ?", (item_id, aid))
+            return jid
+
+    # ------------------------------------------------------------------ reading back
+    def judgments(self, annotator: str | None = None) -> list[dict]:
+        """Raw judgments joined with their item (prompt id, kind, candidate ids) and annotator name."""
+        sql = ("SELECT j.*, a.name AS annotator, i.prompt_id, i.kind, i.candidate_ids FROM judgments j "
+               "JOIN annotators a ON a.id = j.annotator_id JOIN items i ON i.id = j.item_id")
+        args: tuple = ()
+        if annotator is not None:
+            sql, args = sql + " WHERE a.name = ?", (annotator,)
+        out = []
+        for r in self._db().execute(sql + " ORDER BY j.id", args):
+            d = dict(r)
+            for k in ("shown_order", "ranks", "flags", "candidate_ids"):
+                d[k] = json.loads(d[k]) if d[k] is not None else None
+            out.append(d)
+        return out
+
+    def prompts(self) -> dict[str, dict]:
+        return {r["id"]: json.loads(r["row"]) for r in self._db().execute("SELECT id, row FROM prompts")}
+
+    def items(self) -> list[dict]:
+        rows = self._db().execute("SELECT i.*, (SELECT count(*) FROM judgments j WHERE j.item_id = i.id) AS n_judged "
+                                  "FROM items i ORDER BY i.id")
+        return [{**dict(r), "candidate_ids": json.loads(r["candidate_ids"])} for r in rows]
+
+    def counts(self) -> dict:
+        db = self._db()
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("annotators", "prompts", "candidates", "items", "assignments", "judgments")}
+
+    def integrity(self) -> str:
+        return self._db().execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _candidate(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    d["decoding"] = json.loads(d["decoding"])
+    return d

@@ -1,0 +1,56 @@
+"""Accounts of the labeling app: create, list, reset passwords (passwords are stored as argon2 hashes).
+
+Run:    make user NAME=alice ROLE=annotator          (asks for the password twice)
+        python -m labeling_ui.users --db data/labels_tiny.db add alice --role admin
+        python -m labeling_ui.users --db data/labels_tiny.db list | passwd alice
+The password comes from the environment variable LABEL_PASSWORD when set (scripts), else from a prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from labeling_ui.store import ROLES, Store, StoreError
+
+
+def _password() -> str:
+    if os.environ.get("LABEL_PASSWORD"):
+        return os.environ["LABEL_PASSWORD"]
+    first = getpass.getpass("password (8+ characters): ")
+    if getpass.getpass("again: ") != first:
+        raise StoreError("the two passwords differ")
+    return first
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, help="labeling store (SQLite file)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    add = sub.add_parser("add", help="create an account")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default="annotator")
+    sub.add_parser("list", help="list accounts")
+    pw = sub.add_parser("passwd", help="set a new password")
+    pw.add_argument("name")
+    args = parser.parse_args(argv)
+    store = Store(args.db)
+    try:
+        if args.cmd == "add":
+            store.add_annotator(args.name, _password(), args.role)
+            print(f"created {args.role} {args.name} in {args.db}")
+        elif args.cmd == "passwd":
+            store.set_password(args.name, _password())
+            print(f"password of {args.name} changed")
+        else:
+            for a in store.annotators():
+                print(f"{a['name']:24s} {a['role']}")
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

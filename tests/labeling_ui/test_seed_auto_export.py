@@ -1,0 +1,116 @@
+"""Seed (micro model) -> scripted annotators -> export, through the same store API the app uses."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from core.config import UserError, load_config
+from core.data import check_chat_rows, load_rows
+from labeling_ui import auto, export, seed
+from labeling_ui.config import LabelConfig
+from labeling_ui.pairs import aggregate
+from labeling_ui.store import Store
+
+
+def cfg(**over):
+    return load_config(LabelConfig, None, [f"{k}={v}" for k, v in over.items()])
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory, tokenizer):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+    out = tmp_path_factory.mktemp("rm") / "model"
+    conf = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, num_labels=1,
+                       pad_token_id=tokenizer.pad_token_id, max_position_embeddings=128)
+    LlamaForSequenceClassification(conf).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_seeding_is_idempotent_records_provenance_and_scores_margins(tmp_path, base_model_dir, world_dir,
+                                                                     reward_model_dir, monkeypatch):
+    db, prompts = tmp_path / "l.db", world_dir / "prompts_train.jsonl"
+    calls = []
+    real = Store.add_candidates
+
+    def crash_on_third_pass(self, rows):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed halfway")
+        return real(self, rows)
+
+    monkeypatch.setattr(Store, "add_candidates", crash_on_third_pass)
+    with pytest.raises(KeyboardInterrupt):
+        seed.main(cfg(**{"seed.prompts": 12, "seed.max_new_tokens": 6}), str(base_model_dir), str(prompts), str(db),
+                  str(tmp_path / "seed"))
+    monkeypatch.setattr(Store, "add_candidates", real)
+    assert not (tmp_path / "seed/DONE").exists() and Store(db).counts()["candidates"] == 24
+    # the rerun adds only the missing candidates (each keyed by prompt, checkpoint, decoding, seed)
+    m = seed.main(cfg(**{"seed.prompts": 12, "seed.max_new_tokens": 6}), str(base_model_dir), str(prompts), str(db),
+                  str(tmp_path / "seed"), reward_model=str(reward_model_dir))
+    assert m["candidates_added"] == 24 and m["candidates_scored_by_reward_model"] == 48
+    again = seed.main(cfg(**{"seed.prompts": 12, "seed.max_new_tokens": 6}), str(base_model_dir), str(prompts),
+                      str(db), str(tmp_path / "seed"))
+    assert again["candidates_added"] == 0 and again["items_added"] == 0 and again["prompts_generated"] == 0
+    store = Store(db)
+    cands = store.candidates()
+    assert len(cands) == 48 and len({(c["prompt_id"], c["seed"]) for c in cands}) == 48
+    assert {c["checkpoint_sha"] for c in cands} == {m["checkpoint_sha256"]}
+    assert len({json.dumps(c["decoding"], sort_keys=True) for c in cands}) == 4
+    assert all(c["rm_score"] is not None and c["n_tokens"] >= 1 for c in cands)
+    items = store.items()
+    assert len(items) == 12 and {i["kind"] for i in items} == {"pair", "rank"}
+    assert all(len(i["candidate_ids"]) == (2 if i["kind"] == "pair" else 4) and i["margin"] >= 0 for i in items)
+
+
+def test_bad_prompt_rows_and_an_empty_store_fail_with_a_clear_error(tmp_path, base_model_dir):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text(json.dumps({"id": "x", "messages": [{"role": "user", "content": "hi"}]}) + "\n"
+                   + json.dumps({"messages": []}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "labeling_ui.seed", "--config", "configs/tiny/label.yaml",
+                        "--model", str(base_model_dir), "--prompts", str(bad), "--db", str(tmp_path / "l.db"),
+                        "--out", str(tmp_path / "seed")], capture_output=True, text=True)
+    assert r.returncode == 2 and "row 2: a prompt row needs a string 'id'" in r.stderr
+    assert not (tmp_path / "seed/DONE").exists()
+    with pytest.raises(UserError, match="no judgments yet"):
+        export.main(cfg(), str(tmp_path / "empty.db"), str(tmp_path / "prefs"))
+    with pytest.raises(UserError, match="unknown persona"):
+        cfg(**{"auto.annotators": '[{persona: grumpy}]'})
+
+
+def test_scripted_annotators_fill_every_item_and_export_round_trips(tmp_path, base_model_dir, world_dir, tokenizer):
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+    db = tmp_path / "l.db"
+    c = cfg(**{"seed.prompts": 16, "seed.max_new_tokens": 8, "auto.correction_rate": 1.0, "export.test_fraction": 0.3})
+    seed.main(c, str(base_model_dir), str(world_dir / "prompts_train.jsonl"), str(db), str(tmp_path / "seed"))
+    m = auto.main(c, str(db), str(tmp_path / "auto"))
+    store = Store(db)
+    assert m["judgments_added"] == 16 * 3 and all(i["n_judged"] == 3 for i in store.items())
+    assert auto.main(c, str(db), str(tmp_path / "auto"))["judgments_added"] == 0  # nothing left, nothing twice
+
+    out = tmp_path / "prefs"
+    metrics = export.main(c, str(db), str(out))
+    train, test = load_rows(out / "train.jsonl"), load_rows(out / "test.jsonl")
+    assert len(train) == metrics["pairs_train"] > 0 and len(test) == metrics["pairs_test"] > 0
+    assert not {r["prompt_id"] for r in train} & {r["prompt_id"] for r in test}
+    expected = {(p["prompt_id"], p["chosen"], p["rejected"]) for p in aggregate(store.judgments())}
+    got = {(r["prompt_id"], r["chosen_source"]["candidate_id"], r["rejected_source"]["candidate_id"]) for r in train + test}
+    assert got == expected
+    texts = {cand["id"]: cand["text"] for cand in store.candidates()}
+    for r in train + test:
+        assert is_conversational(r) and r["prompt"][0]["role"] == "user"
+        assert r["chosen"] == [{"role": "assistant", "content": texts[r["chosen_source"]["candidate_id"]]}]
+        assert r["chosen_source"]["checkpoint_sha256"] and r["chosen_source"]["decoding"]
+        rendered = maybe_apply_chat_template({k: r[k] for k in ("prompt", "chosen", "rejected")}, tokenizer)
+        assert rendered["chosen"].endswith("<|eos|>")
+    # an untrained model answers nothing right, so every item the annotators saw got a correction
+    corrections = load_rows(out / "corrections.jsonl")
+    assert len(corrections) == metrics["corrections"] == 16 * 3
+    kept, bad = check_chat_rows(corrections, "corrections.jsonl", tokenizer, 128, skip_bad=False)
+    assert len(kept) == len(corrections) and not bad
+    before = (out / "train.jsonl").read_text()
+    export.main(c, str(db), str(out))
+    assert (out / "train.jsonl").read_text() == before  # deterministic

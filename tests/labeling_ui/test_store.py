@@ -1,0 +1,128 @@
+"""The store: schema constraints, assignment rules, transactions, accounts."""
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from labeling_ui.store import ItemFull, Store, StoreError
+from tests.labeling_ui.conftest import fill_store
+
+
+def test_schema_refuses_a_second_judgment_and_over_submission_even_in_raw_sql(store):
+    db = sqlite3.connect(store.path)
+    item = store.items()[0]
+    order = json.dumps(item["candidate_ids"])
+    insert = ("INSERT INTO judgments (item_id, annotator_id, shown_order, choice, submitted_at) "
+              "VALUES (?, ?, ?, 'a', 0)")
+    db.execute(insert, (item["id"], 1, order))
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        db.execute(insert, (item["id"], 1, order))
+    db.execute(insert, (item["id"], 2, order))  # overlap is 2: now full
+    with pytest.raises(sqlite3.IntegrityError, match="max_judgments"):
+        db.execute(insert, (item["id"], 3, order))
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        db.execute("INSERT INTO judgments (item_id, annotator_id, shown_order, choice, submitted_at) "
+                   "VALUES (?, 3, ?, 'maybe', 0)", (store.items()[2]["id"], order))
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # neither a choice nor ranks
+        db.execute("INSERT INTO judgments (item_id, annotator_id, shown_order, submitted_at) VALUES (?, 3, ?, 0)",
+                   (store.items()[2]["id"], order))
+
+
+def test_an_annotator_never_gets_an_item_twice_and_a_full_item_goes_to_nobody(store):
+    seen = []
+    while (shown := store.next_item("alice", "pair")) is not None:
+        assert store.next_item("alice", "pair").item_id == shown.item_id  # reload: same open item
+        store.submit("alice", shown.item_id, choice="a")
+        seen.append(shown.item_id)
+    assert len(seen) == len(set(seen)) == 4
+    for _ in range(4):
+        store.submit("bob", store.next_item("bob", "pair").item_id, choice="b")
+    store.add_annotator("carol", "carol-password")
+    assert store.next_item("carol", "pair") is None  # every pair item has its 2 judgments
+    assert store.next_item("carol", "rank") is not None
+
+
+def test_shown_order_is_shuffled_per_annotator_and_stored_with_the_judgment(tmp_path):
+    store = fill_store(tmp_path / "l.db", n_prompts=20, overlap=3)
+    orders = {}
+    for name in ("alice", "bob", "boss"):
+        for _ in range(10):
+            s = store.next_item(name, "rank")
+            orders[(name, s.item_id)] = s.candidate_ids
+            store.submit(name, s.item_id, ranks=[1, 2, 3, 4])
+    by_item = {}
+    for (name, item), order in orders.items():
+        by_item.setdefault(item, set()).add(tuple(order))
+    assert any(len(v) > 1 for v in by_item.values())  # annotators saw different orders
+    for j in store.judgments():
+        assert j["shown_order"] == orders[(j["annotator"], j["item_id"])]
+        assert sorted(j["shown_order"]) == sorted(j["candidate_ids"])
+
+
+def test_submit_validates_and_a_refused_submit_changes_nothing(store):
+    shown = store.next_item("alice", "pair")
+    for kwargs, msg in [({"choice": "maybe"}, "a pair takes a choice"), ({"ranks": [1, 2]}, "a pair takes a choice"),
+                        ({"choice": "a", "flags": ["boring"]}, "unknown flag"),
+                        ({"choice": "a", "correction": "x" * 5000}, "limit is 4000")]:
+        with pytest.raises(StoreError, match=msg):
+            store.submit("alice", shown.item_id, **kwargs)
+    assert store.counts()["judgments"] == 0 and store.counts()["assignments"] == 1
+    with pytest.raises(StoreError, match="not assigned"):
+        store.submit("bob", shown.item_id, choice="a")
+    rank = store.next_item("alice", "rank")
+    for ranks in ([1, 2, 3], [0, 1, 2, 3], [1, 2, 3, 5], None):
+        with pytest.raises(StoreError, match="rank from 1"):
+            store.submit("alice", rank.item_id, ranks=ranks)
+    jid = store.submit("alice", shown.item_id, choice="both_bad", flags=["unsafe", "unsafe"], correction="  5.  ")
+    j = store.judgments("alice")[0]
+    assert (j["id"], j["choice"], j["flags"], j["correction"]) == (jid, "both_bad", ["unsafe"], "5.")
+    with pytest.raises(StoreError, match="already judged"):
+        store.submit("alice", shown.item_id, choice="a")
+
+
+def test_an_expired_lease_can_not_push_an_item_over_its_overlap(tmp_path):
+    store = fill_store(tmp_path / "l.db", n_prompts=1, overlap=2)
+    store.lease_s = 0.05
+    store.add_annotator("carol", "carol-password")
+    holders = []
+    for name in ("alice", "bob", "carol"):  # leases expire, so a third annotator gets the item too
+        holders.append((name, store.next_item(name, "pair").item_id))
+        time.sleep(0.1)
+    store.submit("bob", holders[1][1], choice="a")
+    store.submit("carol", holders[2][1], choice="b")
+    with pytest.raises(ItemFull, match="your text is still in the form"):
+        store.submit("alice", holders[0][1], choice="tie", correction="kept by the browser")
+    assert store.counts()["judgments"] == 2
+
+
+def test_accounts_store_argon2_hashes_and_verify_passwords(tmp_path):
+    store = Store(tmp_path / "l.db")
+    store.add_annotator("ann", "correct horse")
+    row = sqlite3.connect(store.path).execute("SELECT password_hash FROM annotators").fetchone()[0]
+    assert row.startswith("$argon2id$") and "correct horse" not in row
+    assert store.verify("ann", "correct horse") and not store.verify("ann", "wrong horse")
+    assert not store.verify("nobody", "correct horse")
+    for name, pw, role, msg in [("ann", "another one", "annotator", "already exists"), ("x y", "longenough", "annotator", "letters"),
+                                ("new", "short", "annotator", "8 characters"), ("new", "longenough", "root", "role")]:
+        with pytest.raises(StoreError, match=msg):
+            store.add_annotator(name, pw, role)
+    store.set_password("ann", "battery staple")
+    assert store.verify("ann", "battery staple")
+
+
+def test_reward_margins_drive_active_sampling(tmp_path):
+    store = fill_store(tmp_path / "l.db", n_prompts=6)
+    pair_items = [i for i in store.items() if i["kind"] == "pair"]
+    # make the last pair item the one the reward model separates least
+    scores = {}
+    for n, it in enumerate(pair_items):
+        a, b = it["candidate_ids"]
+        scores[a], scores[b] = 0.0, 3.0 - n
+    store.set_rm_scores(scores)
+    assert store.next_item("alice", "pair", active=True).item_id == pair_items[-1]["id"]
+    # without active sampling: fewest judgments + live assignments first, so bob gets another item
+    assert store.next_item("bob", "pair", active=False).item_id != pair_items[-1]["id"]
+    margins = {i["id"]: i["margin"] for i in store.items() if i["kind"] == "pair"}
+    assert margins[pair_items[0]["id"]] == 3.0 and margins[pair_items[-1]["id"]] == 1.0
