@@ -124,7 +124,7 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
     def load_rank(request: gr.Request):
         return next_rank(user(request)["name"])
 
-    def submit_rank(item_id, flags, correction, *ranks, request: gr.Request):
+    def submit_rank(request: gr.Request, item_id, flags, correction, *ranks):
         name = user(request)["name"]
         keep = [item_id, gr.update(), *[gr.update()] * (2 * k)]
         if item_id is None:
@@ -158,7 +158,8 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
                    f"{alpha['alpha'] if alpha['alpha'] is not None else 'not enough overlap yet'} "
                    f"over {alpha['units_with_2plus']} ranked responses with 2+ annotators")
         return (summary, pd.DataFrame(agreement.progress(store.items())),
-                pd.DataFrame(agreement.annotator_stats(js)), pd.DataFrame(kappa["pairs"]),
+                pd.DataFrame(agreement.annotator_stats(js)),
+                pd.DataFrame(kappa["pairs"], columns=["annotators", "items", "kappa", "raw_agreement"]),
                 pd.DataFrame(agreement.flagged(js), columns=["item_id", "prompt_id", "annotator", "flags"]))
 
     def add_user(name, password, role, request: gr.Request):

@@ -1,0 +1,90 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright (never `playwright install`)."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labeling_ui.store import Store
+from tests.labeling_ui.conftest import HOSTILE, PASSWORDS, fill_store, running_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: run `make chromium` (apt-get install chromium chromium-driver)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def login(browser, url, name):
+    from playwright.sync_api import expect
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_label("username").fill(name)
+    page.get_by_label("password").fill(PASSWORDS[name])
+    page.get_by_role("button", name="Login").click()
+    expect(page.get_by_text(f"Signed in as {name}")).to_be_visible(timeout=30_000)
+    return page
+
+
+def test_annotator_judges_ranks_corrects_and_is_refused_the_admin_page(tmp_path, browser):
+    from playwright.sync_api import expect
+    db = tmp_path / "labels.db"
+    fill_store(db, n_prompts=2, overlap=2)  # p000: a pair of hostile completions; p001: a ranking
+    shots = Path(os.environ.get("LABEL_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with running_app(db) as (url, _):
+        page = login(browser, url, "alice")
+        # a pair of completions carrying <script> and an onerror handler: shown as text, never run
+        a, b = page.locator("#resp-a textarea"), page.locator("#resp-b textarea")
+        expect(a).not_to_have_value("", timeout=15_000)
+        page.screenshot(path=str(shots / "label_pair.png"), full_page=True)
+        assert {a.input_value(), b.input_value()} == set(HOSTILE)
+        assert page.evaluate("window.__pwned") is None and page.locator("img[src='x']").count() == 0
+        page.locator("#pair-flags").get_by_label("nonsense").check()
+        page.locator("body").click(position={"x": 5, "y": 5})
+        page.keyboard.press("1")  # shortcut: A is better
+        expect(page.locator("#pair-status textarea")).to_have_value(
+            re.compile(r"Saved judgment \d+ \(item \d+: a\)\. Nothing left to compare"), timeout=15_000)
+        assert page.evaluate("window.__pwned") is None
+
+        # rank all 4, with a correction
+        page.get_by_role("tab", name="Rank all").click()
+        expect(page.locator("#rank-resp-0 textarea")).not_to_have_value("", timeout=15_000)
+        for i, r in enumerate([2, 1, 4, 3]):
+            page.locator(f"#rank-{i}").get_by_label(str(r), exact=True).check()
+        page.locator("#rank-correction textarea").fill("3 plus 3 is 6.")
+        page.screenshot(path=str(shots / "label_rank.png"), full_page=True)
+        page.locator("#btn-rank").click()
+        expect(page.locator("#rank-status textarea")).to_have_value(
+            re.compile(r"Saved judgment \d+ \(item \d+: ranks \[2, 1, 4, 3\]\)"), timeout=15_000)
+
+        # the admin page is neither shown to an annotator nor served to one
+        expect(page.get_by_role("tab", name="Admin")).to_have_count(0)
+        assert "admins only" in page.evaluate("""async () => {
+            const r = await fetch('/gradio_api/call/dashboard', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                  body: JSON.stringify({data: []})});
+            const {event_id} = await r.json();
+            return await (await fetch('/gradio_api/call/dashboard/' + event_id)).text(); }""")
+
+        store = Store(db)
+        mine = store.judgments("alice")
+        assert [(j["kind"], j["choice"], j["flags"]) for j in mine] == [("pair", "a", ["nonsense"]), ("rank", None, [])]
+        assert mine[1]["ranks"] == [2, 1, 4, 3] and mine[1]["correction"] == "3 plus 3 is 6."
+
+        # the admin sees the dashboard
+        admin = login(browser, url, "boss")
+        admin.get_by_role("tab", name="Admin").click()
+        admin.locator("#btn-dashboard").click()
+        expect(admin.get_by_text("Judgments: 2")).to_be_visible(timeout=15_000)
+        admin.screenshot(path=str(shots / "label_admin.png"), full_page=True)
