@@ -26,7 +26,8 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc all world pretrain sft sample test bench clean distclean
+.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user test bench \
+	bench-label clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,7 +49,13 @@ tcmalloc: ## install Debian's tcmalloc if missing (optional speed-up; skipped wi
 		|| echo "note: could not install libtcmalloc-minimal4; training runs without it (slower)"; \
 	else echo "note: libtcmalloc-minimal4 not installed (needs root + apt); training runs without it (slower)"; fi
 
-all: sft ## run the whole chain on the default world (so far: world -> pretrain -> sft)
+chromium: ## install Debian's chromium for the browser tests if missing (needs root + apt)
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }) >/dev/null 2>&1; \
+	fi; command -v chromium >/dev/null || { echo "error: chromium is missing and could not be installed: apt-get install chromium chromium-driver" >&2; exit 1; }
+
+all: $(RUNS)/prefs/DONE ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export)
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
@@ -60,9 +67,14 @@ $(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py
 		--heldout $(RUNS)/world/corpus_heldout.jsonl --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/pretrain $(call args,pretrain)
 
-# Annotators' corrections (exported by the labeling app) join the demonstrations when present.
-CORRECTIONS := $(wildcard $(RUNS)/prefs/corrections.jsonl)
-sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes)
+# Annotators' corrections join the demonstrations when asked for (`make sft WITH_CORRECTIONS=1` after
+# `make export`). Not by default: corrections come from labeling the SFT policy's own outputs, so
+# feeding them back into `make all` would make every run start another labeling round.
+WITH_CORRECTIONS ?= 0
+CORRECTIONS := $(if $(filter 1,$(WITH_CORRECTIONS)),$(RUNS)/prefs/corrections.jsonl)
+$(RUNS)/prefs/corrections.jsonl:
+	@echo "error: $@ is missing: label (make label or make label-auto), then make export" >&2; exit 2
+sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes; WITH_CORRECTIONS=1)
 $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py $(CORRECTIONS)
 	$(TRAIN) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data $(RUNS)/world/sft.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft \
@@ -73,11 +85,45 @@ PROMPT ?= Tell me a story about Tom, a dog and the park.
 sample: $(VENV)/.installed ## print completions of STAGE's model for PROMPT (ARGS='--temperature 0.8 --show-top 10')
 	$(PY) -m tools.sample --model $(RUNS)/$(STAGE)/model --prompt "$(PROMPT)" $(if $(filter pretrain,$(STAGE)),--raw) $(ARGS)
 
-test: $(VENV)/.installed ## run all tests (unit, stage smoke, end-to-end)
+# ---------------------------------------------------------------- labeling
+# Labels live in data/ (never under runs/, so `make clean` keeps them).
+DB    ?= data/labels_$(SCALE).db
+LABEL := $(CFG)/label.yaml
+# Seeding is one labeling round for the policy at hand: it needs an SFT model (order-only), but a
+# retrained SFT does not silently start a new round; `rm $(RUNS)/seed/DONE && make seed` does.
+REWARD_MODEL := $(wildcard $(RUNS)/reward/model/config.json)
+seed: $(RUNS)/seed/DONE ## generate k candidates per training prompt from the SFT policy into the label store
+$(RUNS)/seed/DONE: $(LABEL) labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/sft/DONE
+	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(RUNS)/sft/model --prompts $(RUNS)/world/prompts_train.jsonl \
+		--db $(DB) --out $(RUNS)/seed $(if $(REWARD_MODEL),--reward-model $(RUNS)/reward/model) $(call args,seed)
+
+label: $(RUNS)/seed/DONE ## start the labeling app on app.host:app.port (create accounts with make user)
+	$(PY) -m labeling_ui.app --config $(LABEL) --db $(DB) --export-out $(RUNS)/prefs $(call args,label)
+
+NAME ?=
+ROLE ?= annotator
+user: $(VENV)/.installed ## create a labeling account: make user NAME=alice ROLE=annotator|admin (asks for the password)
+	@test -n "$(NAME)" || { echo "error: give the account a name: make user NAME=alice ROLE=annotator" >&2; exit 2; }
+	$(PY) -m labeling_ui.users --db $(DB) add "$(NAME)" --role $(ROLE)
+
+label-auto: $(RUNS)/label-auto/DONE ## the scripted annotators judge every seeded item (no human needed)
+$(RUNS)/label-auto/DONE: $(RUNS)/seed/DONE labeling_ui/auto.py core/annotator.py
+	$(PY) -m labeling_ui.auto --config $(LABEL) --db $(DB) --out $(RUNS)/label-auto $(call args,label-auto)
+
+EXPORT = $(PY) -m labeling_ui.export --config $(LABEL) --db $(DB) --out $(RUNS)/prefs $(call args,export)
+$(RUNS)/prefs/DONE: $(RUNS)/label-auto/DONE labeling_ui/export.py labeling_ui/pairs.py
+	$(EXPORT)
+export: $(VENV)/.installed ## write preference pairs + corrections from the label store (always re-exports)
+	$(EXPORT)
+
+test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed ## print the pretraining speed table (project step vs plain eager vs nanoGPT-style)
 	$(PY) -m bench.pretrain_step --tcmalloc "$(TCMALLOC)"
+
+bench-label: $(VENV)/.installed ## print labeling latency (20 concurrent annotators vs the app) and seeding speed
+	$(PY) -m bench.label --config $(LABEL) --model $(RUNS)/sft/model $(ARGS)
 
 clean: ## delete runs/ (model artifacts); never touches data/ (labels)
 	rm -rf runs

@@ -4,13 +4,12 @@ Default: fewest judgments (plus live assignments) first, so overlap fills evenly
 be measured early. Active sampling (`active=True`): items whose candidates the current reward model
 separates least (smallest score margin) come first, since a human label there teaches the reward
 model most; items the reward model has not scored follow, fewest judgments first. Ties are broken
-by a hash of (annotator, item), so concurrent annotators spread over items instead of colliding on
-the same one, and the order is reproducible.
+by a per-annotator pseudo-random order, so concurrent annotators spread over items instead of
+colliding on the same one, and the order is reproducible.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 
@@ -21,16 +20,17 @@ class ItemState:
     margin: float | None = None  # reward-model score gap between its closest candidates; None = not scored
 
 
-def _spread(salt: int, item_id: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{salt}:{item_id}".encode(), digest_size=8).digest(), "big")
+def spread(salt: int, item_id: int) -> int:
+    """A per-annotator pseudo-random order of items."""
+    return (item_id * 2654435761 + salt * 40503) % 4294967291
 
 
 def priority(item: ItemState, active: bool, salt: int) -> tuple:
     """Sort key: smaller comes first."""
     if active:
         unscored = item.margin is None
-        return (unscored, 0.0 if unscored else abs(item.margin), item.n_taken, _spread(salt, item.item_id))
-    return (item.n_taken, _spread(salt, item.item_id))
+        return (unscored, 0.0 if unscored else abs(item.margin), item.n_taken, spread(salt, item.item_id))
+    return (item.n_taken, spread(salt, item.item_id))
 
 
 def choose(items: list[ItemState], active: bool = False, salt: int = 0) -> int | None:

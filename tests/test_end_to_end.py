@@ -12,17 +12,28 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_make_all_micro(tmp_path):
     runs = tmp_path / "runs"
-    r = subprocess.run(["make", "all", "SCALE=micro", f"RUNS={runs}"], cwd=ROOT, capture_output=True, text=True)
+    db = tmp_path / "labels.db"
+    make = ["make", "all", "SCALE=micro", f"RUNS={runs}", f"DB={db}"]
+    r = subprocess.run(make, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    for stage in ("world", "pretrain", "sft"):
+    for stage in ("world", "pretrain", "sft", "seed", "label-auto", "prefs"):
         assert (runs / stage / "DONE").exists(), stage
     metrics = json.loads((runs / "pretrain" / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["task_probe"]["n"] == 8
     sft = json.loads((runs / "sft" / "metrics.json").read_text())
     assert sft["steps"] == 6 and sft["task_eval"]["sft"]["n"] == 8
+    seeded = json.loads((runs / "seed" / "metrics.json").read_text())
+    assert seeded["candidates_added"] == 8 * 4 and seeded["items_added"] == 8
+    prefs = json.loads((runs / "prefs" / "metrics.json").read_text())
+    assert prefs["judgments"] == 8 * 2 and prefs["pairs_train"] + prefs["pairs_test"] > 0
+    assert (runs / "prefs" / "train.jsonl").exists() and (runs / "prefs" / "corrections.jsonl").exists()
     # a second `make all` finds everything up to date and runs nothing
-    again = subprocess.run(["make", "all", "SCALE=micro", f"RUNS={runs}", "--question"], cwd=ROOT)
+    again = subprocess.run([*make, "--question"], cwd=ROOT)
     assert again.returncode == 0
+    # corrections feed SFT when asked for: the SFT stage is then out of date, and only it and not the chain
+    with_corr = subprocess.run(["make", "-n", "sft", "SCALE=micro", f"RUNS={runs}", f"DB={db}", "WITH_CORRECTIONS=1"],
+                               cwd=ROOT, capture_output=True, text=True)
+    assert "--corrections" in with_corr.stdout and "labeling_ui" not in with_corr.stdout
 
 
 def test_args_reach_only_the_named_stage(tmp_path):
