@@ -1,7 +1,7 @@
 """Benchmark: the labeling app under 20 concurrent annotators, and the cost of seeding one prompt.
 
 Run:    make bench-label      (python -m bench.label --config configs/tiny/label.yaml --model runs/tiny/sft/model
-                               [--annotators 20] [--seconds 20])
+                               [--annotators 20] [--seconds 15])
 
 1. Submit latency: the app runs as its own process (as `make label` starts it) on a temporary store;
    N annotator threads submit pairwise judgments as fast as the app answers, each logged in as its
@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tiny/label.yaml")
     parser.add_argument("--model", default="runs/tiny/sft/model")
     parser.add_argument("--annotators", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--skip-seed", action="store_true")
     args = parser.parse_args()
     cfg = load_config(LabelConfig, args.config)
