@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         if not any(a["role"] == "admin" for a in store.annotators()):
             raise UserError(f"{args.db}: no admin account yet; create one with "
                             "`make user NAME=<name> ROLE=admin` (it asks for the password)")
-    except UserError as e:
+    except UserError as e:  # StoreError is one too
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     counts = store.counts()

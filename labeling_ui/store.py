@@ -31,6 +31,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 
+from core.config import UserError
 from labeling_ui.sampling import ItemState, choose
 
 ROLES = ("admin", "annotator")
@@ -111,7 +112,7 @@ BEGIN UPDATE items SET n_judged = n_judged + 1 WHERE id = NEW.item_id; END;
 """
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A request the store refuses; the message is meant for the person who made it."""
 
 
@@ -141,7 +142,10 @@ class Store:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._hasher = PasswordHasher()
-        self._db().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        try:
+            self._db().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a usable label store ({e}); point --db / DB= at a labels .db file") from None
 
     # ------------------------------------------------------------------ connection and transactions
     def _db(self) -> sqlite3.Connection:

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     pw = sub.add_parser("passwd", help="set a new password")
     pw.add_argument("name")
     args = parser.parse_args(argv)
-    store = Store(args.db)
     try:
+        store = Store(args.db)
         if args.cmd == "add":
             store.add_annotator(args.name, _password(), args.role)
             print(f"created {args.role} {args.name} in {args.db}")

@@ -126,3 +126,14 @@ def test_reward_margins_drive_active_sampling(tmp_path):
     assert store.next_item("bob", "pair", active=False).item_id != pair_items[-1]["id"]
     margins = {i["id"]: i["margin"] for i in store.items() if i["kind"] == "pair"}
     assert margins[pair_items[0]["id"]] == 3.0 and margins[pair_items[-1]["id"]] == 1.0
+
+
+def test_a_file_that_is_not_a_store_is_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+    bad = tmp_path / "labels.db"
+    bad.write_text("not sqlite")
+    with pytest.raises(StoreError, match="not a usable label store"):
+        Store(bad)
+    r = subprocess.run([sys.executable, "-m", "labeling_ui.users", "--db", str(bad), "list"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
