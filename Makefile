@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user test bench \
+.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward test bench \
 	bench-label clean distclean
 
 help: ## list the targets
@@ -55,7 +55,7 @@ chromium: ## install Debian's chromium for the browser tests if missing (needs r
 		(apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }) >/dev/null 2>&1; \
 	fi; command -v chromium >/dev/null || { echo "error: chromium is missing and could not be installed: apt-get install chromium chromium-driver" >&2; exit 1; }
 
-all: $(RUNS)/prefs/DONE ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export)
+all: $(RUNS)/reward/DONE ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export -> reward)
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
@@ -75,7 +75,7 @@ CORRECTIONS := $(if $(filter 1,$(WITH_CORRECTIONS)),$(RUNS)/prefs/corrections.js
 $(RUNS)/prefs/corrections.jsonl:
 	@echo "error: $@ is missing: label (make label or make label-auto), then make export" >&2; exit 2
 sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes; WITH_CORRECTIONS=1)
-$(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py $(CORRECTIONS)
+$(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py core/training.py $(CORRECTIONS)
 	$(TRAIN) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data $(RUNS)/world/sft.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft \
 		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(call args,sft)
@@ -115,6 +115,12 @@ $(RUNS)/prefs/DONE: $(RUNS)/label-auto/DONE labeling_ui/export.py labeling_ui/pa
 	$(EXPORT)
 export: $(VENV)/.installed ## write preference pairs + corrections from the label store (always re-exports)
 	$(EXPORT)
+
+# ---------------------------------------------------------------- alignment
+reward: $(RUNS)/reward/DONE ## train the reward model on the exported preference pairs (starts from the SFT model)
+$(RUNS)/reward/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
+	$(TRAIN) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
+		--test $(RUNS)/prefs/test.jsonl --out $(RUNS)/reward $(call args,reward)
 
 test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest

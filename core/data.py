@@ -117,3 +117,52 @@ def check_chat_rows(rows: list[dict], where: str, tokenizer, max_length: int, sk
     if not good:
         raise UserError(f"{where}: no valid chat rows ({sum(skipped.values())} skipped: {skipped})")
     return good, skipped
+
+
+# ---------------------------------------------------------------- preference pairs
+
+def _as_messages(value, role: str):
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, list) and value and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
+        return value
+    return None
+
+
+def load_preferences(source: str | Path) -> list[dict]:
+    """Preference rows in one form: TRL's explicit conversational {"prompt": [messages], "chosen": [assistant
+    message], "rejected": [assistant message], ...other columns kept}.
+
+    Also read: standard text (`"prompt": "...", "chosen": "...", "rejected": "..."`, wrapped as one user and
+    one assistant turn) and implicit prompts (HH-RLHF style: `chosen` / `rejected` are whole transcripts,
+    text or messages; the shared beginning becomes the prompt). Anything else, an empty or one-sided file
+    (no `rejected` side), or a row whose chosen equals its rejected, is a `UserError` naming the row.
+    """
+    from trl.data_utils import extract_prompt
+
+    rows = load_rows(source)
+    if not rows:
+        raise UserError(f"{source}: no preference rows; export labels first (make export)")
+    if not any("rejected" in r for r in rows):
+        raise UserError(f"{source}: one-sided preference file: no row has a 'rejected' side (columns: "
+                        f"{', '.join(sorted(rows[0]))}); preference rows need 'chosen' and 'rejected'")
+    out = []
+    for i, row in enumerate(rows, 1):
+        where = f"{source}: row {i}"
+        if "chosen" not in row or "rejected" not in row:
+            raise UserError(f"{where}: needs 'chosen' and 'rejected' (and optionally 'prompt'); has {sorted(row)}")
+        if "prompt" not in row:
+            row = {**row, **extract_prompt({"chosen": row["chosen"], "rejected": row["rejected"]})}
+        prompt = _as_messages(row["prompt"], "user")
+        chosen, rejected = _as_messages(row["chosen"], "assistant"), _as_messages(row["rejected"], "assistant")
+        if prompt is None or chosen is None or rejected is None:
+            raise UserError(f"{where}: 'prompt', 'chosen' and 'rejected' must be text or lists of "
+                            "{role, content} messages")
+        texts = ["".join(m["content"] for m in x).strip() for x in (chosen, rejected)]
+        if not texts[0]:  # an empty rejected response is a real failure worth learning from; an empty chosen is not
+            raise UserError(f"{where}: the 'chosen' response is empty")
+        if texts[0] == texts[1]:
+            raise UserError(f"{where}: 'chosen' equals 'rejected' ({texts[0][:60]!r}); such a pair teaches nothing, "
+                            "drop it")
+        out.append({**row, "prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return out

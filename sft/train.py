@@ -36,6 +36,7 @@ from core.data import check_chat_rows, load_rows
 from core.generation import Decoding, chat
 from core.model import count_params, load_causal_lm, save_checkpoint
 from core.tokenizer import load_tokenizer
+from core.training import TrainSettings, last_checkpoint, trl_args
 
 
 @dataclass
@@ -46,26 +47,6 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-
-
-@dataclass
-class TrainSettings:
-    epochs: float = 4.0
-    max_steps: int = -1                # > 0 overrides epochs
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-3
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_length: int = 256              # tokens per conversation; longer rows are errors (or skipped)
-    group_by_length: bool = True       # batches of similar length: less padding on CPU
-    bf16: bool = False                 # GPU configs only (CPU bf16 is slower here)
-    activation_checkpointing: bool = False
-    log_every: int = 10
-    save_every: int = 50               # resume-state checkpoints every this many steps
-    keep_checkpoints: int = 2
-    threads: int = 0                   # 0 = all cores
 
 
 @dataclass
@@ -90,12 +71,6 @@ class SFTStageConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def validate(self) -> None:
-        t = self.train
-        for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
-            if getattr(t, name) <= 0:
-                raise UserError(f"train.{name} must be positive, got {getattr(t, name)}")
-        if t.epochs <= 0 and t.max_steps <= 0:
-            raise UserError("train.epochs or train.max_steps must be positive")
         if self.lora.enabled and (self.lora.r <= 0 or not self.lora.target_modules):
             raise UserError("lora.r must be positive and lora.target_modules non-empty when lora.enabled is true")
 
@@ -144,17 +119,7 @@ def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
 
 def trainer_args(cfg: SFTStageConfig, out: Path):
     from trl import SFTConfig
-    t = cfg.train
-    return SFTConfig(
-        output_dir=str(out), seed=cfg.seed, num_train_epochs=t.epochs, max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size * 2,
-        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_length=t.max_length,
-        assistant_only_loss=True, packing=False,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        use_cpu=not torch.cuda.is_available(), bf16=t.bf16, activation_checkpointing=t.activation_checkpointing,
-        logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every, save_total_limit=t.keep_checkpoints,
-        eval_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False)
+    return SFTConfig(**trl_args(cfg.train, cfg.seed, out), assistant_only_loss=True, packing=False)
 
 
 def build_trainer(cfg: SFTStageConfig, policy, tokenizer, rows: list[dict], heldout: list[dict], out: Path,
@@ -170,7 +135,6 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
          corrections: str | None = None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     stage = StageDir(out)
     tokenizer = load_tokenizer(model)
@@ -211,7 +175,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         trainer = build_trainer(cfg, policy, tokenizer, rows, heldout_convos, stage.checkpoints,
                                 [TensorBoardCallback(writer)])
         loss_before = trainer.evaluate()["eval_loss"]
-        last = get_last_checkpoint(str(stage.checkpoints)) if stage.checkpoints.is_dir() else None
+        last = last_checkpoint(stage.checkpoints)
         if last:
             print(f"resuming from {last}")
         result = trainer.train(resume_from_checkpoint=last)

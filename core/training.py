@@ -1,0 +1,59 @@
+"""Knobs and arguments every TRL-trained stage shares (SFT, reward, DPO): one place, same names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.config import UserError
+
+
+@dataclass
+class TrainSettings:
+    epochs: float = 4.0
+    max_steps: int = -1                # > 0 overrides epochs
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_length: int = 256              # tokens per conversation; longer rows are errors (or skipped)
+    group_by_length: bool = True       # batches of similar length: less padding on CPU
+    bf16: bool = False                 # GPU configs only (CPU bf16 is slower here)
+    activation_checkpointing: bool = False
+    log_every: int = 10
+    save_every: int = 50               # resume-state checkpoints every this many steps
+    keep_checkpoints: int = 2
+    threads: int = 0                   # 0 = all cores
+
+    def validate(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise UserError("train.epochs or train.max_steps must be positive")
+
+
+def trl_args(t: TrainSettings, seed: int, out) -> dict:
+    """Keyword arguments common to TRL's configs (SFTConfig, RewardConfig, DPOConfig), CPU-safe.
+
+    TRL defaults to bf16 and activation checkpointing; both are off unless asked for, because on CPU
+    bf16 fails without use_cpu and is slower with it (see the README's stack notes).
+    """
+    return dict(
+        output_dir=str(out), seed=seed, num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size * 2,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_length=t.max_length,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        use_cpu=not torch.cuda.is_available(), bf16=t.bf16, activation_checkpointing=t.activation_checkpointing,
+        logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every, save_total_limit=t.keep_checkpoints,
+        eval_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False)
+
+
+def last_checkpoint(checkpoints) -> str | None:
+    """The newest Trainer checkpoint under `checkpoints` (a Path), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None

@@ -1,0 +1,136 @@
+"""Reward: train a reward model on the exported preference pairs, with TRL's RewardTrainer.
+
+Run:    make reward
+        python -m reward.train --config configs/tiny/reward.yaml --model runs/tiny/sft/model \
+            --train runs/tiny/prefs/train.jsonl --test runs/tiny/prefs/test.jsonl --out runs/tiny/reward \
+            [train.epochs=1 ...]
+Reads:  the SFT checkpoint (the reward model starts from it: same tokenizer, same chat template);
+        preference pairs (TRL conversational rows from `make export`; standard-text and HH-style rows load too)
+Writes: <out>/model (AutoModelForSequenceClassification, one output, pad_token_id set; stock transformers
+        loads it), <out>/checkpoints (resume state), config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
+
+The model reads its score at the last real token of prompt + response (the assistant's EOS). The
+loss is TRL's pairwise -log sigmoid(r_chosen - r_rejected), plus a small pull of rewards toward 0
+(train.center_rewards) so scores stay comparable across prompts. metrics.json: held-out pair
+accuracy and mean margin, overall, per task and by how much the annotators agreed on the pair, next
+to the annotators' own agreement; train accuracy for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.artifacts import StageDir
+from core.config import UserError, cli
+from core.data import load_preferences
+from core.reward import reward_scores
+from core.tokenizer import check_chat_contract, load_tokenizer
+from core.training import TrainSettings, last_checkpoint, trl_args
+
+
+@dataclass
+class RewardStageConfig:
+    seed: int = 0
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=2.0, lr=5e-4))
+    center_rewards: float = 0.01       # weight of mean(r^2) in the loss; 0 = off
+
+    def validate(self) -> None:
+        if self.center_rewards < 0:
+            raise UserError(f"center_rewards must be >= 0, got {self.center_rewards}")
+
+
+def pair_scores(model, tokenizer, rows: list[dict], batch_size: int = 64) -> list[tuple[float, float]]:
+    """(r_chosen, r_rejected) for each preference row."""
+    convs = [r["prompt"] + r[side] for r in rows for side in ("chosen", "rejected")]
+    s = reward_scores(model, tokenizer, convs, batch_size)
+    return list(zip(s[0::2], s[1::2]))
+
+
+def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict:
+    """Pair accuracy and mean margin overall, per task and per agreement level."""
+    def summary(idx: list[int]) -> dict:
+        margins = [scores[i][0] - scores[i][1] for i in idx]
+        return {"pairs": len(idx), "accuracy": round(sum(m > 0 for m in margins) / len(idx), 3),
+                "mean_margin": round(sum(margins) / len(idx), 3)}
+
+    groups: dict[str, dict[str, list[int]]] = {"by_task": defaultdict(list), "by_agreement": defaultdict(list)}
+    for i, r in enumerate(rows):
+        groups["by_task"][r.get("task") or "unknown"].append(i)
+        if "agreement" in r:
+            groups["by_agreement"]["unanimous" if r["agreement"] >= 1.0 else "majority"].append(i)
+    report = summary(list(range(len(rows))))
+    for name, g in groups.items():
+        report[name] = {k: summary(v) for k, v in sorted(g.items())}
+    return report
+
+
+def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import AutoModelForSequenceClassification
+    from transformers.integrations import TensorBoardCallback
+    from trl import RewardConfig, RewardTrainer
+    from datasets import Dataset
+
+    tokenizer = load_tokenizer(model)
+    check_chat_contract(tokenizer, f"{model} tokenizer")
+    train_rows, test_rows = load_preferences(train), load_preferences(test)
+    stage = StageDir(out)
+    stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors", "train": train, "test": test},
+                resume_state=("checkpoints",), stage_file=__file__)
+    torch.set_num_threads(cfg.train.threads or os.cpu_count())
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(is_gradient_checkpointing|newly initialized).*")
+        rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    before = accuracy_report(test_rows, pair_scores(rm.eval(), tokenizer, test_rows))
+
+    # Length grouping reads `input_ids`; pairs have chosen_/rejected_input_ids, so batches are random here.
+    args = RewardConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints), "train_sampling_strategy": "random"},
+                        disable_dropout=True, center_rewards_coefficient=cfg.center_rewards or None)
+    keep = ("prompt", "chosen", "rejected")
+    writer = SummaryWriter(str(stage.logs))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        trainer = RewardTrainer(model=rm, args=args, processing_class=tokenizer,
+                                train_dataset=Dataset.from_list([{k: r[k] for k in keep} for r in train_rows]),
+                                callbacks=[TensorBoardCallback(writer)])
+        last = last_checkpoint(stage.checkpoints)
+        if last:
+            print(f"resuming from {last}")
+        result = trainer.train(resume_from_checkpoint=last)
+    writer.close()
+
+    rm = trainer.model.eval()
+    rm.save_pretrained(stage.model)
+    tokenizer.save_pretrained(stage.model)
+    after = accuracy_report(test_rows, pair_scores(rm, tokenizer, test_rows))
+    train_acc = accuracy_report(train_rows, pair_scores(rm, tokenizer, train_rows))["accuracy"]
+    agreement = [r["agreement"] for r in test_rows if "agreement" in r]
+    metrics = {
+        "pairs": {"train": len(train_rows), "test": len(test_rows)},
+        "steps": trainer.state.global_step,
+        "resumed_from": last,
+        "train_runtime_s": round(result.metrics["train_runtime"], 2),
+        "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
+        "train_accuracy": train_acc,
+        "test_before_training": before,
+        "test": after,
+        "annotator_agreement_on_test_pairs": round(sum(agreement) / len(agreement), 3) if agreement else None,
+    }
+    stage.finish(metrics)
+    print(f"reward model: held-out pair accuracy {after['accuracy']:.1%} (untrained {before['accuracy']:.1%}), "
+          f"mean margin {after['mean_margin']:.2f}; train accuracy {train_acc:.1%}")
+    return metrics
+
+
+if __name__ == "__main__":
+    cli(main, RewardStageConfig, {"model": "SFT checkpoint directory (the reward model starts from it)",
+                                  "train": "preference pairs for training (jsonl/parquet, or hf:<dataset>)",
+                                  "test": "held-out preference pairs", "out": "stage output directory"}, __doc__)

@@ -1,0 +1,82 @@
+"""The reward stage on a micro model: trains, writes a stock-loadable reward model, refuses bad pairs up front."""
+
+import json
+
+import pytest
+import torch
+
+from core.config import UserError, load_config
+from core.data import load_preferences, load_rows
+from reward import train as reward_train
+
+
+def write_pairs(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory, world_dir):
+    """Reference answer (chosen) against a flawed demonstration of the same prompt (rejected)."""
+    flawed = {d["prompt_id"]: d for d in load_rows(world_dir / "sft.jsonl") if d.get("flaw")}
+    rows = []
+    for p in load_rows(world_dir / "prompts_train.jsonl"):
+        if p["id"] in flawed and len(rows) < 48:
+            rows.append({"prompt": p["messages"], "chosen": [{"role": "assistant", "content": p["reference"]}],
+                         "rejected": [flawed[p["id"]]["messages"][-1]], "task": p["task"],
+                         "agreement": 1.0 if len(rows) % 3 else 0.67})
+    d = tmp_path_factory.mktemp("prefs")
+    return write_pairs(d / "train.jsonl", rows[:40]), write_pairs(d / "test.jsonl", rows[40:])
+
+
+def cfg(**over):
+    return load_config(reward_train.RewardStageConfig, None,
+                       ["train.max_steps=3", "train.batch_size=8", "train.lr=0.01", "train.max_length=128",
+                        "train.save_every=2", *[f"{k}={v}" for k, v in over.items()]])
+
+
+def test_reward_stage_trains_and_writes_a_stock_reward_model(tmp_path, base_model_dir, pairs):
+    from transformers import AutoModelForSequenceClassification
+
+    from core.reward import load_reward_model, reward_scores
+    out = tmp_path / "reward"
+    m = reward_train.main(cfg(), str(base_model_dir), str(pairs[0]), str(pairs[1]), str(out))
+    assert (out / "DONE").exists() and m["steps"] == 3 and m["pairs"] == {"train": 40, "test": 8}
+    assert {"accuracy", "mean_margin", "by_task", "by_agreement"} <= m["test"].keys()
+    assert set(m["test"]["by_agreement"]) == {"unanimous", "majority"}
+    stock = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert stock.config.num_labels == 1 and stock.config.pad_token_id is not None
+    rm, tok = load_reward_model(out / "model")
+    assert tok.pad_token_id == stock.config.pad_token_id != tok.eos_token_id
+    # trained: the backbone moved away from the SFT weights it started from
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir)
+    w0, w1 = base.model.layers[0].self_attn.q_proj.weight, rm.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(w0, w1)
+    conv = [[{"role": "user", "content": "What is 2 plus 3?"}, {"role": "assistant", "content": "2 plus 3 is 5."}]]
+    assert len(reward_scores(rm, tok, conv * 3)) == 3
+
+
+@pytest.mark.parametrize("case, rows, message", [
+    ("empty", [], "no preference rows"),
+    ("one-sided", [{"prompt": "q", "chosen": "a"}], "one-sided"),
+    ("same", [{"prompt": "q", "chosen": "same answer", "rejected": "same answer"}], "equals 'rejected'"),
+    ("shape", [{"prompt": "q", "chosen": {"x": 1}, "rejected": "b"}], "must be text or lists"),
+])
+def test_bad_pairs_fail_before_training(tmp_path, base_model_dir, pairs, case, rows, message):
+    bad = write_pairs(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(UserError, match=message):
+        reward_train.main(cfg(), str(base_model_dir), str(bad), str(pairs[1]), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_preference_forms_load_as_one_conversational_form(tmp_path):
+    rows = [{"prompt": "What is 1 plus 1?", "chosen": "2.", "rejected": "3."},
+            {"chosen": "Human: hi\n\nAssistant: hello", "rejected": "Human: hi\n\nAssistant: go away"},
+            {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}]
+    got = load_preferences(write_pairs(tmp_path / "p.jsonl", rows))
+    assert got[0]["prompt"] == [{"role": "user", "content": "What is 1 plus 1?"}]
+    assert got[0]["chosen"] == [{"role": "assistant", "content": "2."}]
+    assert got[1]["prompt"][0]["content"].startswith("Human: hi") and got[1]["rejected"][0]["content"] == " go away"
+    assert got[2]["prompt"] == [{"role": "user", "content": "q"}] and got[2]["chosen"][0]["content"] == "a"
