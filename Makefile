@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward test bench \
+.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward dpo align test bench \
 	bench-label clean distclean
 
 help: ## list the targets
@@ -55,7 +55,7 @@ chromium: ## install Debian's chromium for the browser tests if missing (needs r
 		(apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }) >/dev/null 2>&1; \
 	fi; command -v chromium >/dev/null || { echo "error: chromium is missing and could not be installed: apt-get install chromium chromium-driver" >&2; exit 1; }
 
-all: $(RUNS)/reward/DONE ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export -> reward)
+all: align ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo)
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
@@ -121,6 +121,13 @@ reward: $(RUNS)/reward/DONE ## train the reward model on the exported preference
 $(RUNS)/reward/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
 	$(TRAIN) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
 		--test $(RUNS)/prefs/test.jsonl --out $(RUNS)/reward $(call args,reward)
+
+dpo: $(RUNS)/dpo/DONE ## align the SFT policy with DPO on the preference pairs; reports win rate vs SFT, KL, diversity
+$(RUNS)/dpo/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py
+	$(TRAIN) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
+		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
+
+align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE ## reward model + DPO (PPO and RLOO come with their stages)
 
 test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest

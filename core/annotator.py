@@ -149,3 +149,28 @@ def score_answers(prompts: list[dict], answers: list[str], judge: ScriptedAnnota
     return {"n": len(prompts), "correct": round(sum(correct.values()) / max(1, len(correct)), 3),
             "correct_by_task": correct, "mean_score": round(sum(score.values()) / max(1, len(score)), 3),
             "mean_score_by_task": score}
+
+
+def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: ScriptedAnnotator | None = None,
+                    n_boot: int = 2000, seed: int = 0) -> dict:
+    """How often answer a beats answer b on the same prompt (ties count half), with a 95 % bootstrap CI
+    over prompts, and each side's correct rate."""
+    judge = judge or ScriptedAnnotator()
+    outcome = []
+    for p, x, y in zip(prompts, a, b, strict=True):
+        sx, sy = judge.score(p, x), judge.score(p, y)
+        outcome.append(1.0 if sx > sy + judge.tie_margin else 0.0 if sy > sx + judge.tie_margin else 0.5)
+    n = len(outcome)
+    rng = random.Random(seed)
+    boots = sorted(sum(outcome[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    return {"n": n, "win_rate": round(sum(outcome) / n, 3),
+            "ci95": [round(boots[int(0.025 * n_boot)], 3), round(boots[int(0.975 * n_boot) - 1], 3)],
+            "wins": outcome.count(1.0), "ties": outcome.count(0.5), "losses": outcome.count(0.0),
+            "correct_a": round(sum(judge.is_correct(p, x) for p, x in zip(prompts, a)) / n, 3),
+            "correct_b": round(sum(judge.is_correct(p, y) for p, y in zip(prompts, b)) / n, 3)}
+
+
+def distinct_rate(answers: list[str]) -> float:
+    """Share of distinct answers (after whitespace/case normalisation): 1.0 = all different; a collapsed
+    policy that gives one generic answer to everything scores near 1/n."""
+    return round(len({" ".join(x.lower().split()) for x in answers}) / max(1, len(answers)), 3)

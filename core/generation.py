@@ -199,3 +199,31 @@ def complete(model, tokenizer, texts: list[str], decoding: Decoding = GREEDY, se
     prefix = [tokenizer.bos_token_id] if add_bos else []
     prompts = [prefix + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     return generate(model, tokenizer, prompts, decoding, seed, batch_size)
+
+
+@torch.no_grad()
+def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                        batch_size: int = 32) -> list[list[float]]:
+    """log p_model(token | context) for each token of each completion after its prompt (teacher forcing).
+
+    With `generate`'s own log-probs of the same tokens this gives a KL estimate between two models:
+    mean over samples of sum_t [log p_policy - log p_reference].
+    """
+    was_training = model.training
+    model.eval()
+    out: list[list[float]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            seqs = [p + c for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size])]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), pad_id)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(seqs):
+                ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
+            logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            for i, (p, c) in enumerate(zip(prompts[start:start + batch_size], completions[start:start + batch_size])):
+                pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
+                out.append(logp[i, pos, torch.tensor(c, dtype=torch.long)].tolist() if c else [])
+    finally:
+        model.train(was_training)
+    return out

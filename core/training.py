@@ -1,8 +1,9 @@
-"""Knobs and arguments every TRL-trained stage shares (SFT, reward, DPO): one place, same names."""
+"""Knobs and arguments every TRL-trained stage shares (SFT, reward, DPO): one place, same names.
+LoRA too: a LoRA run is merged before saving, so every stage's artifact is a plain checkpoint."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,3 +58,34 @@ def last_checkpoint(checkpoints) -> str | None:
     """The newest Trainer checkpoint under `checkpoints` (a Path), or None."""
     from transformers.trainer_utils import get_last_checkpoint
     return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = False              # false = full fine-tuning
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+def lora_config(cfg: LoraSettings, task_type: str = "CAUSAL_LM"):
+    if not cfg.enabled:
+        return None
+    from peft import LoraConfig
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), task_type=task_type)
+
+
+def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
+    """Fold the adapters into the weights; returns the plain model and the largest logit change it caused."""
+    probe = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
+                                           {"role": "assistant", "content": "2 plus 3 is 5."}],
+                                          tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]
+    peft_model.eval()
+    with torch.no_grad():
+        before = peft_model(input_ids=probe).logits
+        merged = peft_model.merge_and_unload()
+        after = merged(input_ids=probe).logits
+    return merged, (before - after).abs().max().item()

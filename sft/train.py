@@ -36,17 +36,7 @@ from core.data import check_chat_rows, load_rows
 from core.generation import Decoding, chat
 from core.model import count_params, load_causal_lm, save_checkpoint
 from core.tokenizer import load_tokenizer
-from core.training import TrainSettings, last_checkpoint, trl_args
-
-
-@dataclass
-class LoraSettings:
-    enabled: bool = False              # false = full fine-tuning
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
 
 @dataclass
@@ -95,27 +85,6 @@ def sample_chats(model, tokenizer, prompts: list[dict], n: int, seed: int, max_n
 
 
 # ---------------------------------------------------------------- training
-
-def lora_config(cfg: LoraSettings):
-    if not cfg.enabled:
-        return None
-    from peft import LoraConfig
-    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-
-
-def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
-    """Fold the adapters into the weights; returns the plain model and the largest logit change it caused."""
-    probe = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
-                                           {"role": "assistant", "content": "2 plus 3 is 5."}],
-                                          tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]
-    peft_model.eval()
-    with torch.no_grad():
-        before = peft_model(input_ids=probe).logits
-        merged = peft_model.merge_and_unload()
-        after = merged(input_ids=probe).logits
-    return merged, (before - after).abs().max().item()
-
 
 def trainer_args(cfg: SFTStageConfig, out: Path):
     from trl import SFTConfig

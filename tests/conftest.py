@@ -1,5 +1,6 @@
 """Shared fixtures: a micro world and a tokenizer trained on it (seconds, built locally, no hub)."""
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,3 +42,24 @@ def base_model_dir(tmp_path_factory, tokenizer):
     cfg = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2, max_seq_len=128)
     save_checkpoint(build_model(cfg, tokenizer, seed=0), tokenizer, out)
     return out
+
+
+def write_pairs(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pairs(tmp_path_factory, world_dir):
+    """Preference files (train 40, test 8): the reference answer (chosen) against a flawed
+    demonstration of the same prompt (rejected), as the labeling export writes them."""
+    from core.data import load_rows
+    flawed = {d["prompt_id"]: d for d in load_rows(world_dir / "sft.jsonl") if d.get("flaw")}
+    rows = []
+    for p in load_rows(world_dir / "prompts_train.jsonl"):
+        if p["id"] in flawed and len(rows) < 48:
+            rows.append({"prompt": p["messages"], "chosen": [{"role": "assistant", "content": p["reference"]}],
+                         "rejected": [flawed[p["id"]]["messages"][-1]], "task": p["task"],
+                         "agreement": 1.0 if len(rows) % 3 else 0.67})
+    d = tmp_path_factory.mktemp("prefs")
+    return write_pairs(d / "train.jsonl", rows[:40]), write_pairs(d / "test.jsonl", rows[40:])

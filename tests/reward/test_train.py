@@ -6,27 +6,9 @@ import pytest
 import torch
 
 from core.config import UserError, load_config
-from core.data import load_preferences, load_rows
+from core.data import load_preferences
 from reward import train as reward_train
-
-
-def write_pairs(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory, world_dir):
-    """Reference answer (chosen) against a flawed demonstration of the same prompt (rejected)."""
-    flawed = {d["prompt_id"]: d for d in load_rows(world_dir / "sft.jsonl") if d.get("flaw")}
-    rows = []
-    for p in load_rows(world_dir / "prompts_train.jsonl"):
-        if p["id"] in flawed and len(rows) < 48:
-            rows.append({"prompt": p["messages"], "chosen": [{"role": "assistant", "content": p["reference"]}],
-                         "rejected": [flawed[p["id"]]["messages"][-1]], "task": p["task"],
-                         "agreement": 1.0 if len(rows) % 3 else 0.67})
-    d = tmp_path_factory.mktemp("prefs")
-    return write_pairs(d / "train.jsonl", rows[:40]), write_pairs(d / "test.jsonl", rows[40:])
+from tests.conftest import write_pairs
 
 
 def cfg(**over):

@@ -1,0 +1,41 @@
+"""Did alignment help? An aligned policy against its reference (the SFT policy) on held-out prompts.
+
+For each decoding (default: temperature 0.7, and greedy) both policies answer the same prompts
+with the same seeds; the scripted annotator compares the answers (ties count half; 95 % bootstrap
+CI over prompts) and checks correctness; `distinct` is the share of different answers, which
+exposes a policy collapsed onto one generic reply. KL(policy || reference) is estimated on the
+policy's own samples at temperature 1: mean over prompts of sum_t [log p_policy - log p_reference].
+"""
+
+from __future__ import annotations
+
+from core.annotator import compare_answers, distinct_rate
+from core.generation import Decoding, chat, chat_prompt_ids, completion_logprobs
+
+
+def kl_to_reference(policy, reference, tokenizer, prompts: list[dict], max_new_tokens: int, seed: int = 0) -> dict:
+    comps = chat(policy, tokenizer, [p["messages"] for p in prompts], Decoding(1.0, max_new_tokens=max_new_tokens),
+                 seed=seed)
+    prompt_ids = [chat_prompt_ids(tokenizer, p["messages"]) for p in prompts]
+    ref = completion_logprobs(reference, prompt_ids, [c.token_ids for c in comps], tokenizer.pad_token_id)
+    per_seq = [sum(c.logprobs) - sum(r) for c, r in zip(comps, ref)]
+    tokens = sum(len(c.token_ids) for c in comps)
+    return {"kl_per_sequence": round(sum(per_seq) / len(per_seq), 4),
+            "kl_per_token": round(sum(per_seq) / max(1, tokens), 5),
+            "mean_tokens": round(tokens / len(comps), 1)}
+
+
+def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], temperatures: list[float],
+                        max_new_tokens: int, seed: int = 0) -> dict:
+    report = {}
+    for t in temperatures:
+        d = Decoding(t, max_new_tokens=max_new_tokens)
+        convs = [p["messages"] for p in prompts]
+        mine = [c.text for c in chat(policy, tokenizer, convs, d, seed=seed)]
+        ref = [c.text for c in chat(reference, tokenizer, convs, d, seed=seed)]
+        r = compare_answers(prompts, mine, ref, seed=seed)
+        report[str(d)] = {**r, "distinct_policy": distinct_rate(mine), "distinct_reference": distinct_rate(ref),
+                          "examples": [{"prompt": p["messages"][-1]["content"], "policy": a, "reference": b}
+                                       for p, a, b in list(zip(prompts, mine, ref))[:3]]}
+    report["kl"] = kl_to_reference(policy, reference, tokenizer, prompts, max_new_tokens, seed)
+    return report

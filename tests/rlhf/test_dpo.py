@@ -1,0 +1,58 @@
+"""The DPO stage on a micro model, and the pure pieces of the alignment evaluation."""
+
+import pytest
+import torch
+
+from core.annotator import compare_answers, distinct_rate
+from core.config import UserError, load_config
+from rlhf import dpo
+
+
+def cfg(*over):
+    return load_config(dpo.DPOStageConfig, None, ["train.max_steps=3", "train.batch_size=4", "train.lr=0.01",
+                                                  "train.max_length=128", "train.save_every=2", "eval.per_task=2",
+                                                  "eval.max_new_tokens=6", *over])
+
+
+@pytest.mark.parametrize("over", [[], ["loss_type=robust", "label_smoothing=0.1", "lora.enabled=true", "lora.r=4"]],
+                         ids=["sigmoid-full", "robust-lora"])
+def test_dpo_stage_moves_the_policy_and_reports_the_effect(tmp_path, base_model_dir, world_dir, pairs, over):
+    from transformers import AutoModelForCausalLM
+    out = tmp_path / "dpo"
+    m = dpo.main(cfg(*over), str(base_model_dir), str(pairs[0]), str(world_dir / "prompts_heldout.jsonl"), str(out))
+    assert (out / "DONE").exists() and m["steps"] == 3 and m["pairs"] == 40
+    before = AutoModelForCausalLM.from_pretrained(base_model_dir)
+    after = AutoModelForCausalLM.from_pretrained(out / "model")  # stock load; LoRA was merged
+    assert not torch.equal(before.model.layers[0].self_attn.q_proj.weight, after.model.layers[0].self_attn.q_proj.weight)
+    assert set(m["vs_sft"]) == {"temperature=0.7, max_new_tokens=6", "greedy, max_new_tokens=6", "kl"}
+    greedy = m["vs_sft"]["greedy, max_new_tokens=6"]
+    assert greedy["n"] == 8 and 0 <= greedy["win_rate"] <= 1 and greedy["ci95"][0] <= greedy["win_rate"] <= greedy["ci95"][1]
+    assert m["vs_sft"]["kl"]["mean_tokens"] > 0
+
+
+def test_dpo_config_refuses_unknown_losses_and_misplaced_smoothing():
+    with pytest.raises(UserError, match="loss_type must be one of"):
+        cfg("loss_type=hinge2")
+    with pytest.raises(UserError, match="robust only"):
+        cfg("label_smoothing=0.1")
+
+
+def test_win_rate_counts_ties_half_and_its_interval_holds_it():
+    prompts = [{"task": "arithmetic", "expected": 5, "id": str(i)} for i in range(4)]
+    right, wrong = "2 plus 3 is 5.", "2 plus 3 is 6."
+    r = compare_answers(prompts, [right, right, wrong, right], [wrong, right, right, wrong])
+    # win, tie, loss, win -> (1 + 0.5 + 0 + 1) / 4
+    assert (r["wins"], r["ties"], r["losses"], r["win_rate"]) == (2, 1, 1, 0.625)
+    assert r["ci95"][0] <= 0.625 <= r["ci95"][1] and (r["correct_a"], r["correct_b"]) == (0.75, 0.5)
+    assert distinct_rate(["The end.", "the  END.", "Hi."]) == round(2 / 3, 3)
+
+
+def test_kl_of_a_policy_to_itself_is_zero(base_model_dir, world_dir):
+    from core.compare import kl_to_reference
+    from core.data import load_rows
+    from core.model import load_causal_lm
+    from core.tokenizer import load_tokenizer
+    model, tok = load_causal_lm(base_model_dir), load_tokenizer(base_model_dir)
+    prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:4]
+    kl = kl_to_reference(model, model, tok, prompts, max_new_tokens=6)
+    assert abs(kl["kl_per_sequence"]) < 1e-3 and kl["mean_tokens"] > 0
