@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward dpo align test bench \
+.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward dpo ppo align test bench \
 	bench-label clean distclean
 
 help: ## list the targets
@@ -55,7 +55,7 @@ chromium: ## install Debian's chromium for the browser tests if missing (needs r
 		(apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }) >/dev/null 2>&1; \
 	fi; command -v chromium >/dev/null || { echo "error: chromium is missing and could not be installed: apt-get install chromium chromium-driver" >&2; exit 1; }
 
-all: align ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo)
+all: align ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo, ppo)
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
@@ -127,7 +127,13 @@ $(RUNS)/dpo/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.p
 	$(TRAIN) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
 
-align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE ## reward model + DPO (PPO and RLOO come with their stages)
+ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
+$(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/ppo.yaml rlhf/ppo.py core/ppo_math.py core/compare.py
+	$(TRAIN) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
+		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--out $(RUNS)/ppo $(call args,ppo)
+
+align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward model, DPO and PPO (RLOO/GRPO come with their stage)
 
 test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest

@@ -16,7 +16,7 @@ def test_make_all_micro(tmp_path):
     make = ["make", "all", "SCALE=micro", f"RUNS={runs}", f"DB={db}"]
     r = subprocess.run(make, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    for stage in ("world", "pretrain", "sft", "seed", "label-auto", "prefs", "reward", "dpo"):
+    for stage in ("world", "pretrain", "sft", "seed", "label-auto", "prefs", "reward", "dpo", "ppo"):
         assert (runs / stage / "DONE").exists(), stage
     metrics = json.loads((runs / "pretrain" / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["task_probe"]["n"] == 8
@@ -31,6 +31,8 @@ def test_make_all_micro(tmp_path):
     assert reward["steps"] == 4 and reward["pairs"]["test"] == prefs["pairs_test"]
     dpo = json.loads((runs / "dpo" / "metrics.json").read_text())
     assert dpo["steps"] == 3 and dpo["vs_sft"]["greedy, max_new_tokens=8"]["n"] == 8
+    ppo = json.loads((runs / "ppo" / "metrics.json").read_text())
+    assert ppo["steps_completed"] + (ppo["guard"] is not None) >= 1 and "kl" in ppo["vs_sft"]
     # a second `make all` finds everything up to date and runs nothing
     again = subprocess.run([*make, "--question"], cwd=ROOT)
     assert again.returncode == 0

@@ -1,0 +1,255 @@
+"""PPO: align the SFT policy against the frozen reward model (the project's own PPO; TRL no longer ships one).
+
+Run:    make ppo
+        python -m rlhf.ppo --config configs/tiny/ppo.yaml --model runs/tiny/sft/model \
+            --reward-model runs/tiny/reward/model --prompts runs/tiny/world/prompts_train.jsonl \
+            --heldout-prompts runs/tiny/world/prompts_heldout.jsonl --out runs/tiny/ppo [ppo.steps=10 ...]
+Reads:  the SFT checkpoint (policy, and the frozen reference); the reward model (frozen scorer, and the
+        starting point of the value model); training prompt rows; held-out prompt rows (evaluation only)
+Writes: <out>/model (HF checkpoint), config.yaml, metrics.json (per-step history, which guard fired,
+        the effect against SFT), logs/ (tensorboard), DONE (last)
+
+One step: sample responses for a batch of prompts with the generation module; score each full
+conversation with the reward model at its last real token (minus a penalty when the response never
+reached EOS); per-token reward = -kl_coef * KL(policy || reference) estimate, plus the score on the
+last token; GAE on a value model's per-token estimates; whitened advantages; several epochs of
+clipped policy and value updates over minibatches. The math is in core/ppo_math.py, each piece
+tested by hand. Guards act before each update: when the policy's KL to the reference exceeds
+guards.kl_budget, or its mean response length falls below / rises above the configured share of
+the first rollout's, the policy is rolled back to the last accepted state and training stops;
+metrics.json says which guard fired and when.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.annotator import first_per_task
+from core.artifacts import StageDir
+from core.compare import policy_vs_reference
+from core.config import UserError, cli
+from core.data import load_rows
+from core.generation import Decoding, chat_prompt_ids, generate
+from core.model import load_causal_lm, save_checkpoint
+from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
+from core.reward import load_reward_model, reward_scores
+from core.tokenizer import check_chat_contract, load_tokenizer
+
+
+@dataclass
+class PPOSettings:
+    steps: int = 30                    # rollout batches
+    rollout_batch: int = 32            # prompts per rollout
+    minibatch: int = 16
+    ppo_epochs: int = 4
+    lr: float = 2e-5
+    value_lr: float = 1e-4
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    kl_coef: float = 0.05
+    kl_estimator: str = "k1"           # k1 | k3
+    adaptive_kl: bool = False
+    kl_target: float = 4.0             # per answer, adaptive only
+    kl_horizon: int = 320              # samples over which the coefficient may move 20 %
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip: float = 0.2
+    value_clip: float = 0.2
+    whiten_advantages: bool = True
+    missing_eos_penalty: float = 1.0
+    threads: int = 0
+
+
+@dataclass
+class GuardSettings:
+    kl_budget: float = 12.0            # nats per answer, KL(policy || SFT) on the current rollout
+    min_length_ratio: float = 0.5      # mean response length vs the first rollout's
+    max_length_ratio: float = 2.0
+
+
+@dataclass
+class EvalSettings:
+    per_task: int = 50
+    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])
+    max_new_tokens: int = 64
+
+
+@dataclass
+class PPOStageConfig:
+    seed: int = 0
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    guards: GuardSettings = field(default_factory=GuardSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def validate(self) -> None:
+        p = self.ppo
+        if p.rollout_batch % p.minibatch:
+            raise UserError(f"ppo.rollout_batch ({p.rollout_batch}) must be a multiple of ppo.minibatch ({p.minibatch})")
+        if p.kl_estimator not in ("k1", "k3"):
+            raise UserError(f"ppo.kl_estimator must be k1 or k3, got {p.kl_estimator!r}")
+        if min(p.steps, p.ppo_epochs, p.minibatch, p.max_new_tokens) < 1 or p.temperature <= 0:
+            raise UserError("ppo.steps, ppo_epochs, minibatch, max_new_tokens must be >= 1 and temperature > 0")
+
+
+def _batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
+    """Right-padded prompt+response ids, attention mask, and for each response token the position whose
+    logits predict it (B, T) with the response mask (B, T)."""
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    width, t_max = max(map(len, seqs)), max(map(len, responses))
+    ids = torch.full((len(seqs), width), pad_id)
+    attn = torch.zeros_like(ids)
+    pos = torch.zeros((len(seqs), t_max), dtype=torch.long)
+    tokens = torch.full((len(seqs), t_max), pad_id)
+    mask = torch.zeros((len(seqs), t_max))
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, :len(p) + len(r)], attn[i, :len(p) + len(r)] = torch.tensor(p + r), 1
+        pos[i, :len(r)] = torch.arange(len(p) - 1, len(p) + len(r) - 1)
+        tokens[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1.0
+    return ids, attn, pos, tokens, mask
+
+
+def response_logprobs(model, ids, attn, pos, tokens) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    picked = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float().log_softmax(-1)
+    return picked.gather(-1, tokens[..., None])[..., 0]
+
+
+def response_values(critic, ids, attn, pos) -> torch.Tensor:
+    hidden = critic.model(input_ids=ids, attention_mask=attn).last_hidden_state
+    return critic.score(hidden)[..., 0].gather(1, pos).float()
+
+
+def same_tokenizer(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template
+
+
+def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldout_prompts: str, out: str) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import AutoModelForSequenceClassification
+
+    p = cfg.ppo
+    tok = load_tokenizer(model)
+    check_chat_contract(tok, f"{model} tokenizer")
+    rm, rm_tok = load_reward_model(reward_model)
+    if not same_tokenizer(tok, rm_tok):
+        raise UserError(f"{model} and {reward_model} have different tokenizers or chat templates; train the reward "
+                        "model from this policy's SFT checkpoint (make reward)")
+    rows = [r for r in load_rows(prompts) if r.get("messages")]
+    if len(rows) < p.rollout_batch:
+        raise UserError(f"{prompts}: {len(rows)} prompt rows with messages; ppo.rollout_batch needs {p.rollout_batch}")
+    eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
+    stage = StageDir(out)
+    stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
+                             "reward_weights": Path(reward_model) / "model.safetensors", "prompts": prompts},
+                stage_file=__file__)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(p.threads or os.cpu_count())
+
+    policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
+    critic = AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=torch.float32)
+    for m in (reference, rm):
+        m.requires_grad_(False)
+    opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr)
+    opt_v = torch.optim.AdamW(critic.parameters(), lr=p.value_lr)
+    rng = random.Random(cfg.seed)
+    writer = SummaryWriter(str(stage.logs))
+    decoding = Decoding(p.temperature, max_new_tokens=p.max_new_tokens)
+    kl_coef, first_len, guard, history = p.kl_coef, None, None, []
+    last_good = copy.deepcopy(policy.state_dict())
+    t0 = time.time()
+
+    for step in range(p.steps):
+        batch = rng.sample(rows, p.rollout_batch)
+        prompt_ids = [chat_prompt_ids(tok, r["messages"]) for r in batch]
+        comps = generate(policy, tok, prompt_ids, decoding,
+                         row_seeds=[cfg.seed * 1_000_003 + step * p.rollout_batch + i for i in range(len(batch))])
+        ids, attn, pos, tokens, mask = _batch(prompt_ids, [c.token_ids for c in comps], tok.pad_token_id)
+        with torch.no_grad():
+            policy.eval()
+            old_logp = response_logprobs(policy, ids, attn, pos, tokens)
+            ref_logp = response_logprobs(reference, ids, attn, pos, tokens)
+            old_values = response_values(critic, ids, attn, pos)
+            convs = [r["messages"] + [{"role": "assistant", "content": c.text}] for r, c in zip(batch, comps)]
+            raw = torch.tensor(reward_scores(rm, rm_tok, convs))
+            score = raw - p.missing_eos_penalty * torch.tensor([0.0 if c.finished else 1.0 for c in comps])
+            kl = kl_estimate(old_logp, ref_logp, p.kl_estimator) * mask
+            rewards = token_rewards(score, kl, mask, kl_coef)
+            adv, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
+            if p.whiten_advantages:
+                adv = whiten(adv, mask)
+        seq_kl, mean_len = kl.sum(1).mean().item(), mask.sum(1).mean().item()
+        first_len = first_len or mean_len
+        # Guards act on the policy that produced this rollout, before it is updated further.
+        if seq_kl > cfg.guards.kl_budget:
+            guard = {"guard": "kl_budget", "step": step, "kl": round(seq_kl, 3), "budget": cfg.guards.kl_budget}
+        elif not cfg.guards.min_length_ratio * first_len <= mean_len <= cfg.guards.max_length_ratio * first_len:
+            guard = {"guard": "length", "step": step, "mean_length": round(mean_len, 1),
+                     "first_length": round(first_len, 1)}
+        if guard:
+            policy.load_state_dict(last_good)
+            print(f"guard fired at step {step}: {guard}; rolled back to the last accepted policy and stopped")
+            break
+        last_good = copy.deepcopy(policy.state_dict())
+
+        policy.train(), critic.train()
+        stats = []
+        for _ in range(p.ppo_epochs):
+            order = torch.randperm(p.rollout_batch)
+            for mb in order.split(p.minibatch):
+                logp = response_logprobs(policy, ids[mb], attn[mb], pos[mb], tokens[mb])
+                pl, clipfrac = policy_loss(logp, old_logp[mb], adv[mb], mask[mb], p.clip)
+                opt_pi.zero_grad()
+                pl.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), p.max_grad_norm)
+                opt_pi.step()
+                vl = value_loss(response_values(critic, ids[mb], attn[mb], pos[mb]), old_values[mb], returns[mb],
+                                mask[mb], p.value_clip)
+                opt_v.zero_grad()
+                vl.backward()
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), p.max_grad_norm)
+                opt_v.step()
+                stats.append((pl.item(), vl.item(), clipfrac.item()))
+        if p.adaptive_kl:
+            kl_coef = adaptive_kl_coef(kl_coef, seq_kl, p.kl_target, p.rollout_batch, p.kl_horizon)
+        row = {"step": step, "score": round(raw.mean().item(), 4), "kl": round(seq_kl, 4), "kl_coef": round(kl_coef, 5),
+               "mean_length": round(mean_len, 2), "eos_rate": round(sum(c.finished for c in comps) / len(comps), 3),
+               "policy_loss": round(sum(s[0] for s in stats) / len(stats), 5),
+               "value_loss": round(sum(s[1] for s in stats) / len(stats), 5),
+               "clipfrac": round(sum(s[2] for s in stats) / len(stats), 4),
+               "advantage_abs": round(masked_mean(adv.abs(), mask).item(), 4)}
+        history.append(row)
+        for k, v in row.items():
+            if k != "step":
+                writer.add_scalar(f"ppo/{k}", v, step)
+        print(f"step {step}: score {row['score']:+.3f}  kl {row['kl']:.3f}  len {row['mean_length']:.1f}  "
+              f"clip {row['clipfrac']:.3f}")
+    writer.close()
+    train_s = time.time() - t0
+
+    save_checkpoint(policy, tok, stage.model)
+    effect = policy_vs_reference(policy.eval(), reference, tok, eval_prompts, cfg.eval.temperatures,
+                                 cfg.eval.max_new_tokens, cfg.seed)
+    metrics = {"steps_completed": len(history), "guard": guard, "train_s": round(train_s, 1),
+               "samples_per_s": round(len(history) * p.rollout_batch / train_s, 2) if history else None,
+               "history": history, "vs_sft": effect}
+    stage.finish(metrics)
+    for name, r in effect.items():
+        if name != "kl":
+            print(f"PPO vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}), "
+                  f"correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, distinct {r['distinct_policy']:.2f}")
+    return metrics
+
+
+if __name__ == "__main__":
+    cli(main, PPOStageConfig, {"model": "SFT checkpoint directory (policy and frozen reference)",
+                               "reward_model": "reward model checkpoint (the reward stage's model/)",
+                               "prompts": "training prompt rows", "heldout_prompts": "held-out prompt rows (evaluation)",
+                               "out": "stage output directory"}, __doc__)

@@ -1,0 +1,72 @@
+"""The PPO stage on micro models: it trains, its guards stop and roll back, and bad pairings fail up front."""
+
+import shutil
+
+import pytest
+import torch
+
+from core.config import UserError, load_config
+from rlhf import ppo
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tmp_path_factory, base_model_dir, pairs):
+    from reward import train as reward_train
+    out = tmp_path_factory.mktemp("rm")
+    cfg = load_config(reward_train.RewardStageConfig, None, ["train.max_steps=2", "train.batch_size=8",
+                                                              "train.max_length=128", "train.save_every=2"])
+    reward_train.main(cfg, str(base_model_dir), str(pairs[0]), str(pairs[1]), str(out))
+    return out / "model"
+
+
+def cfg(*over):
+    return load_config(ppo.PPOStageConfig, None, ["ppo.steps=2", "ppo.rollout_batch=4", "ppo.minibatch=2",
+                                                  "ppo.ppo_epochs=2", "ppo.max_new_tokens=6", "ppo.lr=0.001",
+                                                  "eval.per_task=1", "eval.max_new_tokens=4", *over])
+
+
+def run(tmp_path, base_model_dir, reward_dir, world_dir, *over):
+    return ppo.main(cfg(*over), str(base_model_dir), str(reward_dir), str(world_dir / "prompts_train.jsonl"),
+                    str(world_dir / "prompts_heldout.jsonl"), str(tmp_path / "ppo"))
+
+
+def weights(path):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(path).model.layers[0].mlp.down_proj.weight
+
+
+def test_ppo_updates_the_policy_and_writes_history(tmp_path, base_model_dir, reward_dir, world_dir):
+    m = run(tmp_path, base_model_dir, reward_dir, world_dir, "guards.kl_budget=1000", "guards.min_length_ratio=0",
+            "guards.max_length_ratio=100")
+    assert (tmp_path / "ppo/DONE").exists() and m["guard"] is None and m["steps_completed"] == 2
+    assert m["history"][0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference itself
+    assert {"score", "kl", "policy_loss", "value_loss", "clipfrac"} <= m["history"][0].keys()
+    assert not torch.equal(weights(base_model_dir), weights(tmp_path / "ppo/model"))
+    assert "kl" in m["vs_sft"]
+
+
+def test_a_kl_overrun_stops_cleanly_and_rolls_back(tmp_path, base_model_dir, reward_dir, world_dir):
+    m = run(tmp_path, base_model_dir, reward_dir, world_dir, "ppo.steps=5", "ppo.lr=0.05", "guards.kl_budget=1e-6",
+            "guards.min_length_ratio=0", "guards.max_length_ratio=100")
+    assert m["guard"]["guard"] == "kl_budget" and m["guard"]["step"] == 1 and m["steps_completed"] == 1
+    assert (tmp_path / "ppo/DONE").exists()
+    # the step-0 update pushed KL over budget, so the saved policy is the last accepted one: the SFT policy
+    assert torch.equal(weights(base_model_dir), weights(tmp_path / "ppo/model"))
+
+
+def test_a_reward_model_with_another_tokenizer_is_refused(tmp_path, base_model_dir, reward_dir, world_dir):
+    other = tmp_path / "other_rm"
+    shutil.copytree(reward_dir, other)
+    from core.tokenizer import train_tokenizer
+    texts = ["A cat sat on a mat. The dog ran home."] * 50  # another corpus: another vocabulary
+    train_tokenizer(texts, vocab_size=300).save_pretrained(other)
+    with pytest.raises(UserError, match="different tokenizers"):
+        run(tmp_path, base_model_dir, other, world_dir)
+    assert not (tmp_path / "ppo").exists()
+
+
+def test_config_checks():
+    with pytest.raises(UserError, match="multiple of ppo.minibatch"):
+        cfg("ppo.minibatch=3")
+    with pytest.raises(UserError, match="k1 or k3"):
+        cfg("ppo.kl_estimator=k2")
