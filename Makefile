@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward dpo ppo align test bench \
+.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label clean distclean
 
 help: ## list the targets
@@ -133,7 +133,13 @@ $(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/ppo.yaml rlhf/ppo.
 		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/ppo $(call args,ppo)
 
-align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward model, DPO and PPO (RLOO/GRPO come with their stage)
+rloo: $(RUNS)/rloo/DONE ## critic-free alignment against the reward model with TRL (method: rloo | grpo)
+$(RUNS)/rloo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/rloo.yaml rlhf/rloo.py core/compare.py core/training.py
+	$(TRAIN) -m rlhf.rloo --config $(CFG)/rloo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
+		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--out $(RUNS)/rloo $(call args,rloo)
+
+align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward model, DPO and PPO (make rloo for RLOO/GRPO)
 
 test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest

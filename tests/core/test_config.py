@@ -9,12 +9,13 @@ from pretrain.train import PretrainConfig
 from reward.train import RewardStageConfig
 from rlhf.dpo import DPOStageConfig
 from rlhf.ppo import PPOStageConfig
+from rlhf.rloo import RLOOStageConfig
 from sft.train import SFTStageConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {"world": WorldConfig, "pretrain": PretrainConfig, "sft": SFTStageConfig, "label": LabelConfig,
            "reward": RewardStageConfig, "dpo": DPOStageConfig,
-           "ppo": PPOStageConfig}  # stage name -> config class
+           "ppo": PPOStageConfig, "rloo": RLOOStageConfig}  # stage name -> config class
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -7,16 +7,7 @@ import torch
 
 from core.config import UserError, load_config
 from rlhf import ppo
-
-
-@pytest.fixture(scope="module")
-def reward_dir(tmp_path_factory, base_model_dir, pairs):
-    from reward import train as reward_train
-    out = tmp_path_factory.mktemp("rm")
-    cfg = load_config(reward_train.RewardStageConfig, None, ["train.max_steps=2", "train.batch_size=8",
-                                                              "train.max_length=128", "train.save_every=2"])
-    reward_train.main(cfg, str(base_model_dir), str(pairs[0]), str(pairs[1]), str(out))
-    return out / "model"
+from tests.rlhf.conftest import weights
 
 
 def cfg(*over):
@@ -28,11 +19,6 @@ def cfg(*over):
 def run(tmp_path, base_model_dir, reward_dir, world_dir, *over):
     return ppo.main(cfg(*over), str(base_model_dir), str(reward_dir), str(world_dir / "prompts_train.jsonl"),
                     str(world_dir / "prompts_heldout.jsonl"), str(tmp_path / "ppo"))
-
-
-def weights(path):
-    from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(path).model.layers[0].mlp.down_proj.weight
 
 
 def test_ppo_updates_the_policy_and_writes_history(tmp_path, base_model_dir, reward_dir, world_dir):

@@ -1,0 +1,123 @@
+"""RLOO / GRPO: critic-free alignment against the reward model, with TRL's RLOOTrainer or GRPOTrainer.
+
+Run:    make rloo                        (method: rloo | grpo in configs/<scale>/rloo.yaml)
+        python -m rlhf.rloo --config configs/tiny/rloo.yaml --model runs/tiny/sft/model \
+            --reward-model runs/tiny/reward/model --prompts runs/tiny/world/prompts_train.jsonl \
+            --heldout-prompts runs/tiny/world/prompts_heldout.jsonl --out runs/tiny/rloo [method=grpo ...]
+Reads:  the SFT checkpoint (policy; TRL keeps its own frozen reference when beta > 0); the reward model
+        (the reward function); training prompt rows; held-out prompt rows (evaluation only)
+Writes: <out>/model (HF checkpoint), <out>/checkpoints, config.yaml, metrics.json, logs/, DONE (last)
+
+Both sample `num_generations` answers per prompt and use the group as the baseline (RLOO: the mean
+of the other answers; GRPO: the group mean and standard deviation), so no value model is trained:
+the comparison point for the project's PPO. The effect is measured as for DPO and PPO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.annotator import first_per_task
+from core.artifacts import StageDir
+from core.compare import policy_vs_reference
+from core.config import UserError, cli
+from core.data import load_rows
+from core.model import load_causal_lm, save_checkpoint
+from core.reward import load_reward_model
+from core.tokenizer import check_chat_contract, load_tokenizer
+from core.training import TrainSettings, last_checkpoint, trl_args
+
+
+@dataclass
+class EvalSettings:
+    per_task: int = 50
+    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])
+    max_new_tokens: int = 64
+
+
+@dataclass
+class RLOOStageConfig:
+    seed: int = 0
+    method: str = "rloo"               # rloo | grpo
+    prompts: int = 512                 # training prompts used (0 = all)
+    num_generations: int = 4           # answers per prompt (the group)
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    beta: float = 0.05                 # KL penalty to the SFT reference (0 = none, no reference model)
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=2e-5, batch_size=16))
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def validate(self) -> None:
+        if self.method not in ("rloo", "grpo"):
+            raise UserError(f"method must be rloo or grpo, got {self.method!r}")
+        if self.num_generations < 2 or self.train.batch_size % self.num_generations:
+            raise UserError(f"num_generations must be >= 2 and divide train.batch_size ({self.train.batch_size}), "
+                            f"got {self.num_generations}")
+
+
+def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, heldout_prompts: str, out: str) -> dict:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    tok = load_tokenizer(model)
+    check_chat_contract(tok, f"{model} tokenizer")
+    rm, rm_tok = load_reward_model(reward_model)
+    if rm_tok.get_vocab() != tok.get_vocab() or rm_tok.chat_template != tok.chat_template:
+        raise UserError(f"{model} and {reward_model} have different tokenizers or chat templates; train the reward "
+                        "model from this policy's SFT checkpoint (make reward)")
+    rows = [r for r in load_rows(prompts) if r.get("messages")]
+    rows = rows[: cfg.prompts] if cfg.prompts > 0 else rows
+    if not rows:
+        raise UserError(f"{prompts}: no prompt rows with 'messages'")
+    eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
+    stage = StageDir(out)
+    stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
+                             "reward_weights": Path(reward_model) / "model.safetensors", "prompts": prompts},
+                resume_state=("checkpoints",), stage_file=__file__)
+    torch.set_num_threads(cfg.train.threads or os.cpu_count())
+
+    config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if cfg.method == "rloo" else (GRPOConfig, GRPOTrainer)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    # Only the shared knobs these configs know (they bound the answer, not the whole sequence, by length).
+    common = {k: v for k, v in trl_args(cfg.train, cfg.seed, stage.checkpoints).items() if k in known}
+    common["train_sampling_strategy"] = "random"  # length grouping needs input_ids; these rows are prompts
+    args = config_cls(**common, num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
+                      temperature=cfg.temperature, beta=cfg.beta)
+    policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
+    tok.padding_side = "left"  # generation pads on the left
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        trainer = trainer_cls(model=policy, reward_funcs=rm, args=args, processing_class=tok,
+                              reward_processing_classes=rm_tok,
+                              train_dataset=Dataset.from_list([{"prompt": r["messages"]} for r in rows]))
+        last = last_checkpoint(stage.checkpoints)
+        result = trainer.train(resume_from_checkpoint=last)
+    tok.padding_side = "right"
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+
+    save_checkpoint(trainer.model, tok, stage.model)
+    effect = policy_vs_reference(trainer.model.eval(), reference, tok, eval_prompts, cfg.eval.temperatures,
+                                 cfg.eval.max_new_tokens, cfg.seed)
+    metrics = {"method": cfg.method, "prompts": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
+               "train_runtime_s": round(result.metrics["train_runtime"], 2),
+               "reward_first_logged": round(logged[0]["reward"], 4) if logged else None,
+               "reward_last_logged": round(logged[-1]["reward"], 4) if logged else None,
+               "vs_sft": effect}
+    stage.finish(metrics)
+    for name, r in effect.items():
+        if name != "kl":
+            print(f"{cfg.method.upper()} vs SFT, {name}: win rate {r['win_rate']:.1%} "
+                  f"(95 % CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}), correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}")
+    return metrics
+
+
+if __name__ == "__main__":
+    cli(main, RLOOStageConfig, {"model": "SFT checkpoint directory", "reward_model": "reward model checkpoint",
+                                "prompts": "training prompt rows", "heldout_prompts": "held-out prompt rows (evaluation)",
+                                "out": "stage output directory"}, __doc__)
