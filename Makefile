@@ -120,7 +120,8 @@ export: $(VENV)/.installed ## write preference pairs + corrections from the labe
 reward: $(RUNS)/reward/DONE ## train the reward model on the exported preference pairs (starts from the SFT model)
 $(RUNS)/reward/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
 	$(TRAIN) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
-		--test $(RUNS)/prefs/test.jsonl --out $(RUNS)/reward $(call args,reward)
+		--test $(RUNS)/prefs/test.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/reward \
+		$(call args,reward)
 
 dpo: $(RUNS)/dpo/DONE ## align the SFT policy with DPO on the preference pairs; reports win rate vs SFT, KL, diversity
 $(RUNS)/dpo/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py

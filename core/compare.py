@@ -39,3 +39,18 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
                                        for p, a, b in list(zip(prompts, mine, ref))[:3]]}
     report["kl"] = kl_to_reference(policy, reference, tokenizer, prompts, max_new_tokens, seed)
     return report
+
+
+def best_of_n(policy, tokenizer, reward_model, reward_tokenizer, prompts: list[dict], n: int, temperature: float,
+              max_new_tokens: int, seed: int = 0) -> dict:
+    """A baseline no training can skip: sample n answers per prompt, let the reward model pick one, and
+    compare that pick with the first sample (what the policy alone would have said)."""
+    from core.reward import reward_scores
+
+    convs = [p["messages"] for p in prompts]
+    d = Decoding(temperature, max_new_tokens=max_new_tokens)
+    samples = [[c.text for c in chat(policy, tokenizer, convs, d, seed=seed + k)] for k in range(n)]
+    scores = [reward_scores(reward_model, reward_tokenizer,
+                            [c + [{"role": "assistant", "content": s}] for c, s in zip(convs, col)]) for col in samples]
+    picked = [samples[max(range(n), key=lambda k: scores[k][i])][i] for i in range(len(prompts))]
+    return {"samples_per_prompt": n, "decoding": str(d), **compare_answers(prompts, picked, samples[0], seed=seed)}

@@ -3,7 +3,7 @@
 Run:    make reward
         python -m reward.train --config configs/tiny/reward.yaml --model runs/tiny/sft/model \
             --train runs/tiny/prefs/train.jsonl --test runs/tiny/prefs/test.jsonl --out runs/tiny/reward \
-            [train.epochs=1 ...]
+            [--heldout-prompts runs/tiny/world/prompts_heldout.jsonl] [train.epochs=1 ...]
 Reads:  the SFT checkpoint (the reward model starts from it: same tokenizer, same chat template);
         preference pairs (TRL conversational rows from `make export`; standard-text and HH-style rows load too)
 Writes: <out>/model (AutoModelForSequenceClassification, one output, pad_token_id set; stock transformers
@@ -13,7 +13,10 @@ The model reads its score at the last real token of prompt + response (the assis
 loss is TRL's pairwise -log sigmoid(r_chosen - r_rejected), plus a small pull of rewards toward 0
 (train.center_rewards) so scores stay comparable across prompts. metrics.json: held-out pair
 accuracy and mean margin, overall, per task and by how much the annotators agreed on the pair, next
-to the annotators' own agreement; train accuracy for comparison.
+to the annotators' own agreement; train accuracy for comparison; and the best-of-n baseline: the
+SFT policy samples n answers per held-out prompt, the reward model picks one, and the scripted
+annotator compares the pick with the first sample (if this does not win, RL against this reward
+model cannot be expected to).
 """
 
 from __future__ import annotations
@@ -28,10 +31,21 @@ import torch
 
 from core.artifacts import StageDir
 from core.config import UserError, cli
-from core.data import load_preferences
+from core.annotator import first_per_task
+from core.compare import best_of_n
+from core.data import load_preferences, load_rows
+from core.model import load_causal_lm
 from core.reward import reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.training import TrainSettings, last_checkpoint, trl_args
+
+
+@dataclass
+class BestOfNSettings:
+    per_task: int = 50                 # held-out prompts per task (0 = skip the baseline)
+    n: int = 4
+    temperature: float = 0.7
+    max_new_tokens: int = 64
 
 
 @dataclass
@@ -39,6 +53,7 @@ class RewardStageConfig:
     seed: int = 0
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=2.0, lr=5e-4))
     center_rewards: float = 0.01       # weight of mean(r^2) in the loss; 0 = off
+    best_of_n: BestOfNSettings = field(default_factory=BestOfNSettings)
 
     def validate(self) -> None:
         if self.center_rewards < 0:
@@ -70,7 +85,8 @@ def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict
     return report
 
 
-def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str) -> dict:
+def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
+         heldout_prompts: str | None = None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from transformers import AutoModelForSequenceClassification
     from transformers.integrations import TensorBoardCallback
@@ -113,6 +129,12 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str) ->
     after = accuracy_report(test_rows, pair_scores(rm, tokenizer, test_rows))
     train_acc = accuracy_report(train_rows, pair_scores(rm, tokenizer, train_rows))["accuracy"]
     agreement = [r["agreement"] for r in test_rows if "agreement" in r]
+    bon = None
+    if heldout_prompts and cfg.best_of_n.per_task > 0:
+        b = cfg.best_of_n
+        bon = best_of_n(load_causal_lm(model), tokenizer, rm, tokenizer,
+                        first_per_task(load_rows(heldout_prompts), b.per_task), b.n, b.temperature, b.max_new_tokens,
+                        cfg.seed)
     metrics = {
         "pairs": {"train": len(train_rows), "test": len(test_rows)},
         "steps": trainer.state.global_step,
@@ -123,14 +145,20 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str) ->
         "test_before_training": before,
         "test": after,
         "annotator_agreement_on_test_pairs": round(sum(agreement) / len(agreement), 3) if agreement else None,
+        "best_of_n_vs_sft": bon,
     }
     stage.finish(metrics)
     print(f"reward model: held-out pair accuracy {after['accuracy']:.1%} (untrained {before['accuracy']:.1%}), "
           f"mean margin {after['mean_margin']:.2f}; train accuracy {train_acc:.1%}")
+    if bon:
+        print(f"best-of-{bon['samples_per_prompt']} by the reward model vs one SFT sample: win rate {bon['win_rate']:.1%} "
+              f"(95 % CI {bon['ci95'][0]:.1%}-{bon['ci95'][1]:.1%}), correct {bon['correct_a']:.1%} vs {bon['correct_b']:.1%}")
     return metrics
 
 
 if __name__ == "__main__":
     cli(main, RewardStageConfig, {"model": "SFT checkpoint directory (the reward model starts from it)",
                                   "train": "preference pairs for training (jsonl/parquet, or hf:<dataset>)",
-                                  "test": "held-out preference pairs", "out": "stage output directory"}, __doc__)
+                                  "test": "held-out preference pairs", "out": "stage output directory",
+                                  "heldout_prompts": "held-out prompt rows (best-of-n baseline; optional)"},
+        __doc__, optional=("heldout_prompts",))

@@ -17,15 +17,19 @@ def cfg(**over):
                         "train.save_every=2", *[f"{k}={v}" for k, v in over.items()]])
 
 
-def test_reward_stage_trains_and_writes_a_stock_reward_model(tmp_path, base_model_dir, pairs):
+def test_reward_stage_trains_and_writes_a_stock_reward_model(tmp_path, base_model_dir, world_dir, pairs):
     from transformers import AutoModelForSequenceClassification
 
     from core.reward import load_reward_model, reward_scores
     out = tmp_path / "reward"
-    m = reward_train.main(cfg(), str(base_model_dir), str(pairs[0]), str(pairs[1]), str(out))
+    m = reward_train.main(cfg(**{"best_of_n.per_task": 1, "best_of_n.n": 2, "best_of_n.max_new_tokens": 4}),
+                          str(base_model_dir), str(pairs[0]), str(pairs[1]), str(out),
+                          heldout_prompts=str(world_dir / "prompts_heldout.jsonl"))
     assert (out / "DONE").exists() and m["steps"] == 3 and m["pairs"] == {"train": 40, "test": 8}
     assert {"accuracy", "mean_margin", "by_task", "by_agreement"} <= m["test"].keys()
     assert set(m["test"]["by_agreement"]) == {"unanimous", "majority"}
+    bon = m["best_of_n_vs_sft"]
+    assert bon["samples_per_prompt"] == 2 and bon["n"] == 4 and bon["ci95"][0] <= bon["win_rate"] <= bon["ci95"][1]
     stock = AutoModelForSequenceClassification.from_pretrained(out / "model")
     assert stock.config.num_labels == 1 and stock.config.pad_token_id is not None
     rm, tok = load_reward_model(out / "model")
