@@ -9,8 +9,18 @@ policy's own samples at temperature 1: mean over prompts of sum_t [log p_policy 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from core.annotator import compare_answers, distinct_rate
 from core.generation import Decoding, chat, chat_prompt_ids, completion_logprobs
+
+
+@dataclass
+class EvalSettings:
+    """The `eval:` section of every aligning stage's config."""
+    per_task: int = 50                 # held-out prompts per task (4 tasks: 200 prompts)
+    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])   # 0 = greedy
+    max_new_tokens: int = 64
 
 
 def kl_to_reference(policy, reference, tokenizer, prompts: list[dict], max_new_tokens: int, seed: int = 0) -> dict:
@@ -39,6 +49,16 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
                                        for p, a, b in list(zip(prompts, mine, ref))[:3]]}
     report["kl"] = kl_to_reference(policy, reference, tokenizer, prompts, max_new_tokens, seed)
     return report
+
+
+def print_report(label: str, report: dict) -> None:
+    """One line per decoding and one for KL, as every aligning stage prints at its end."""
+    for name, r in report.items():
+        if name != "kl":
+            print(f"{label} vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-"
+                  f"{r['ci95'][1]:.1%}), correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, "
+                  f"distinct {r['distinct_policy']:.2f} vs {r['distinct_reference']:.2f}")
+    print(f"KL({label} || SFT) {report['kl']['kl_per_sequence']:.3f} per answer")
 
 
 def best_of_n(policy, tokenizer, reward_model, reward_tokenizer, prompts: list[dict], n: int, temperature: float,

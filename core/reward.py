@@ -15,7 +15,9 @@ import torch
 from core.config import UserError
 
 
-def load_reward_model(path: str | Path):
+def load_reward_model(path: str | Path, policy_tokenizer=None, policy_path: str | Path = "the policy"):
+    """The reward model and its tokenizer, checked; with `policy_tokenizer`, also that both share one
+    vocabulary and chat template (a score of text tokenized another way means nothing)."""
     from transformers import AutoModelForSequenceClassification
 
     from core.tokenizer import load_tokenizer
@@ -24,6 +26,10 @@ def load_reward_model(path: str | Path):
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: not a checkpoint directory (no config.json); train the reward model first")
     tok = load_tokenizer(path)
+    if policy_tokenizer is not None and (tok.get_vocab() != policy_tokenizer.get_vocab()
+                                         or tok.chat_template != policy_tokenizer.chat_template):
+        raise UserError(f"{policy_path} and {path} have different tokenizers or chat templates; train the reward "
+                        "model from this policy's SFT checkpoint (make reward)")
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
     if model.config.num_labels != 1:
         raise UserError(f"{path}: a reward model has num_labels=1, this one has {model.config.num_labels}")

@@ -21,7 +21,6 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -27,7 +27,7 @@ import torch
 
 from core.annotator import first_per_task
 from core.artifacts import StageDir
-from core.compare import policy_vs_reference
+from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
 from core.data import load_preferences, load_rows
 from core.model import load_causal_lm, save_checkpoint
@@ -35,13 +35,6 @@ from core.tokenizer import check_chat_contract, load_tokenizer
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
 LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "robust": "robust"}
-
-
-@dataclass
-class EvalSettings:
-    per_task: int = 50                 # held-out prompts per task (4 tasks: 200 prompts)
-    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])   # 0 = greedy
-    max_new_tokens: int = 64
 
 
 @dataclass
@@ -115,12 +108,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         "vs_sft": effect,
     }
     stage.finish(metrics)
-    for name, r in effect.items():
-        if name != "kl":
-            print(f"DPO vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}), "
-                  f"correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, distinct {r['distinct_policy']:.2f} "
-                  f"vs {r['distinct_reference']:.2f}")
-    print(f"KL(DPO || SFT) {effect['kl']['kl_per_sequence']:.3f} per answer")
+    print_report("DPO", effect)
     return metrics
 
 

@@ -33,7 +33,7 @@ import torch
 
 from core.annotator import first_per_task
 from core.artifacts import StageDir
-from core.compare import policy_vs_reference
+from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
 from core.data import load_rows
 from core.generation import Decoding, chat_prompt_ids, generate
@@ -73,13 +73,6 @@ class GuardSettings:
     kl_budget: float = 12.0            # nats per answer, KL(policy || SFT) on the current rollout
     min_length_ratio: float = 0.5      # mean response length vs the first rollout's
     max_length_ratio: float = 2.0
-
-
-@dataclass
-class EvalSettings:
-    per_task: int = 50
-    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])
-    max_new_tokens: int = 64
 
 
 @dataclass
@@ -127,10 +120,6 @@ def response_values(critic, ids, attn, pos) -> torch.Tensor:
     return critic.score(hidden)[..., 0].gather(1, pos).float()
 
 
-def same_tokenizer(a, b) -> bool:
-    return a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template
-
-
 def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldout_prompts: str, out: str) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from transformers import AutoModelForSequenceClassification
@@ -138,10 +127,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     p = cfg.ppo
     tok = load_tokenizer(model)
     check_chat_contract(tok, f"{model} tokenizer")
-    rm, rm_tok = load_reward_model(reward_model)
-    if not same_tokenizer(tok, rm_tok):
-        raise UserError(f"{model} and {reward_model} have different tokenizers or chat templates; train the reward "
-                        "model from this policy's SFT checkpoint (make reward)")
+    rm, rm_tok = load_reward_model(reward_model, tok, model)
     rows = [r for r in load_rows(prompts) if r.get("messages")]
     if len(rows) < p.rollout_batch:
         raise UserError(f"{prompts}: {len(rows)} prompt rows with messages; ppo.rollout_batch needs {p.rollout_batch}")
@@ -241,10 +227,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
                "samples_per_s": round(len(history) * p.rollout_batch / train_s, 2) if history else None,
                "history": history, "vs_sft": effect}
     stage.finish(metrics)
-    for name, r in effect.items():
-        if name != "kl":
-            print(f"PPO vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}), "
-                  f"correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, distinct {r['distinct_policy']:.2f}")
+    print_report("PPO", effect)
     return metrics
 
 

@@ -25,20 +25,13 @@ import torch
 
 from core.annotator import first_per_task
 from core.artifacts import StageDir
-from core.compare import policy_vs_reference
+from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
 from core.data import load_rows
 from core.model import load_causal_lm, save_checkpoint
 from core.reward import load_reward_model
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.training import TrainSettings, last_checkpoint, trl_args
-
-
-@dataclass
-class EvalSettings:
-    per_task: int = 50
-    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])
-    max_new_tokens: int = 64
 
 
 @dataclass
@@ -67,10 +60,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
 
     tok = load_tokenizer(model)
     check_chat_contract(tok, f"{model} tokenizer")
-    rm, rm_tok = load_reward_model(reward_model)
-    if rm_tok.get_vocab() != tok.get_vocab() or rm_tok.chat_template != tok.chat_template:
-        raise UserError(f"{model} and {reward_model} have different tokenizers or chat templates; train the reward "
-                        "model from this policy's SFT checkpoint (make reward)")
+    rm, rm_tok = load_reward_model(reward_model, tok, model)
     rows = [r for r in load_rows(prompts) if r.get("messages")]
     rows = rows[: cfg.prompts] if cfg.prompts > 0 else rows
     if not rows:
@@ -110,10 +100,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
                "reward_last_logged": round(logged[-1]["reward"], 4) if logged else None,
                "vs_sft": effect}
     stage.finish(metrics)
-    for name, r in effect.items():
-        if name != "kl":
-            print(f"{cfg.method.upper()} vs SFT, {name}: win rate {r['win_rate']:.1%} "
-                  f"(95 % CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}), correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}")
+    print_report(cfg.method.upper(), effect)
     return metrics
 
 

@@ -1,7 +1,5 @@
 """The reward stage on a micro model: trains, writes a stock-loadable reward model, refuses bad pairs up front."""
 
-import json
-
 import pytest
 import torch
 
