@@ -61,8 +61,8 @@ def _fill(db: Path, annotators: int, items: int) -> None:
         store.add_annotator(f"ann{i:02d}", f"ann{i:02d}-password")
     for i in range(items):
         pid = f"p{i:05d}"
-        store.add_prompt({"id": pid, "messages": [{"role": "user", "content": f"How much is {i} plus 3?"}],
-                          "task": "arithmetic", "expected": i + 3})
+        store.add_prompts([{"id": pid, "messages": [{"role": "user", "content": f"How much is {i} plus 3?"}],
+                          "task": "arithmetic", "expected": i + 3}])
         store.add_candidates([{"prompt_id": pid, "text": f"{i} plus 3 is {i + 3 + j}.", "checkpoint": "bench",
                                "checkpoint_sha": "0" * 64, "decoding": {}, "seed": j} for j in range(2)])
         store.add_item(pid, "pair", [c["id"] for c in store.candidates(pid)], 3)

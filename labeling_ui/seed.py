@@ -63,8 +63,7 @@ def main(cfg: LabelConfig, model: str, prompts: str, db: str, out: str, reward_m
     store = Store(db)
     tok, policy = load_tokenizer(model_dir), load_causal_lm(model_dir)
 
-    for r in rows:
-        store.add_prompt(r)
+    store.add_prompts(rows)  # one transaction, not one durable commit per prompt
     todo = [r for r in rows if store.has_candidates(r["id"], sha) < s.k]
     added, gen_s, gen_tokens = 0, 0.0, 0
     per_decoding = []

@@ -226,10 +226,11 @@ class Store:
         return row["id"]
 
     # ------------------------------------------------------------------ seeding
-    def add_prompt(self, row: dict) -> None:
+    def add_prompts(self, rows: list[dict]) -> None:
+        """Prompt rows (each with an "id"), in one transaction; ids already stored are left as they are."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO prompts (id, row, created_at) VALUES (?, ?, ?)",
-                       (row["id"], json.dumps(row, sort_keys=True), _now()))
+            db.executemany("INSERT OR IGNORE INTO prompts (id, row, created_at) VALUES (?, ?, ?)",
+                           [(r["id"], json.dumps(r, sort_keys=True), _now()) for r in rows])
 
     def add_candidates(self, rows: list[dict]) -> int:
         """Insert candidates ({prompt_id, text, checkpoint, checkpoint_sha, decoding, seed, ...}); duplicates are

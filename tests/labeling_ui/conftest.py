@@ -27,9 +27,9 @@ def fill_store(path, n_prompts: int = 8, k: int = 4, overlap: int = 2, users=("b
     for i in range(n_prompts):
         a, b = i + 2, 3
         pid = f"p{i:03d}"
-        store.add_prompt({"id": pid, "messages": [{"role": "user", "content": f"How much is {a} plus {b}?"}],
+        store.add_prompts([{"id": pid, "messages": [{"role": "user", "content": f"How much is {a} plus {b}?"}],
                           "task": "arithmetic", "expected": a + b, "a": a, "b": b, "op": "plus",
-                          "reference": f"{a} plus {b} is {a + b}."})
+                          "reference": f"{a} plus {b} is {a + b}."}])
         texts = [f"{a} plus {b} is {a + b}.", f"{a} plus {b} is {a + b + 1}.", "Ugh, go away.", "I like the park."]
         if i == 0:
             texts[:2] = HOSTILE
