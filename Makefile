@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc chromium all world pretrain sft sample seed label label-auto export user reward dpo ppo rloo align test bench \
+.PHONY: help install tcmalloc chromium all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label clean distclean
 
 help: ## list the targets
@@ -82,8 +82,15 @@ $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/genera
 
 STAGE  ?= sft
 PROMPT ?= Tell me a story about Tom, a dog and the park.
-sample: $(VENV)/.installed ## print completions of STAGE's model for PROMPT (ARGS='--temperature 0.8 --show-top 10')
+sample: $(VENV)/.installed ## print completions of STAGE's model for PROMPT (ARGS='--temperature 0.8 -n 3')
 	$(PY) -m tools.sample --model $(RUNS)/$(STAGE)/model --prompt "$(PROMPT)" $(if $(filter pretrain,$(STAGE)),--raw) $(ARGS)
+
+TEXT ?= Tom has a red ball. Tom went to the park with
+inspect: $(VENV)/.installed ## tokens, next-token probabilities, loss of STAGE's model on TEXT (ARGS='--temperature 0.7 --steps 5')
+	$(PY) -m tools.inspect_model --model $(RUNS)/$(STAGE)/model --text "$(TEXT)" $(ARGS)
+
+# The Playground tab shows every stage that has finished (base = the pretrained model).
+PLAYGROUND := $(foreach s,pretrain sft dpo ppo rloo,$(if $(wildcard $(RUNS)/$(s)/DONE),--model $(subst pretrain,base,$(s))=$(RUNS)/$(s)/model))
 
 # ---------------------------------------------------------------- labeling
 # Labels live in data/ (never under runs/, so `make clean` keeps them).
@@ -98,7 +105,7 @@ $(RUNS)/seed/DONE: $(LABEL) labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/s
 		--db $(DB) --out $(RUNS)/seed $(if $(REWARD_MODEL),--reward-model $(RUNS)/reward/model) $(call args,seed)
 
 label: $(RUNS)/seed/DONE ## start the labeling app on app.host:app.port (create accounts with make user)
-	$(PY) -m labeling_ui.app --config $(LABEL) --db $(DB) --export-out $(RUNS)/prefs $(call args,label)
+	$(PY) -m labeling_ui.app --config $(LABEL) --db $(DB) --export-out $(RUNS)/prefs $(PLAYGROUND) $(call args,label)
 
 NAME ?=
 ROLE ?= annotator

@@ -20,12 +20,13 @@ import argparse
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from core.config import UserError, load_config
-from labeling_ui import agreement
+from labeling_ui import agreement, playground
 from labeling_ui.config import LabelConfig
 from labeling_ui.store import FLAGS, Shown, Store, StoreError
 
@@ -62,7 +63,8 @@ def prompt_text(shown: Shown) -> str:
                        for m in shown.prompt["messages"])
 
 
-def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_path: str | None = None) -> gr.Blocks:
+def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_path: str | None = None,
+              models: dict[str, str] | None = None) -> gr.Blocks:
     k = cfg.seed.k
     active = cfg.app.active_sampling
 
@@ -228,6 +230,8 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
             with gr.Tab("My history", id="history"):
                 hist_btn = gr.Button("Refresh", elem_id="btn-history")
                 hist = gr.Dataframe(interactive=False)
+            with gr.Tab("Playground", id="playground") as playground_tab:
+                playground.build_tab(playground_tab, models or {})
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
                 dash_btn = gr.Button("Refresh dashboard", elem_id="btn-dashboard")
                 dash_summary = gr.Markdown()
@@ -278,14 +282,26 @@ def _trim_gradio_per_event_cost() -> None:
         sys.modules["matplotlib"] = None
 
 
+def _named_path(arg: str) -> tuple[str, str]:
+    name, sep, path = arg.partition("=")
+    if not sep or not name or not path:
+        raise UserError(f"--model {arg!r}: expected NAME=PATH, e.g. --model sft=runs/tiny/sft/model")
+    if not (Path(path) / "config.json").is_file():
+        raise UserError(f"--model {arg}: no checkpoint at {path} (config.json missing); run the stage that writes it")
+    return name, path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The labeling app (Gradio).")
     parser.add_argument("--config", required=True, help="YAML file of knobs (configs/<scale>/label.yaml)")
     parser.add_argument("--db", required=True, help="labeling store (SQLite file)")
     parser.add_argument("--export-out", help="where the admin's Export button writes (runs/<scale>/prefs)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="a checkpoint for the Playground tab (repeat: base=runs/tiny/pretrain/model ...)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. app.port=7861")
     args = parser.parse_args(argv)
     try:
+        models = dict(_named_path(m) for m in args.model)
         cfg = load_config(LabelConfig, args.config, args.overrides)
         store = Store(args.db, lease_s=cfg.app.lease_s)
         if not any(a["role"] == "admin" for a in store.annotators()):
@@ -298,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"labeling store {args.db}: {counts['items']} items, {counts['judgments']} judgments, "
           f"{counts['annotators']} accounts", flush=True)
     _trim_gradio_per_event_cost()
-    demo = build_app(store, cfg, args.export_out, args.db)
+    demo = build_app(store, cfg, args.export_out, args.db, models)
     demo.queue(default_concurrency_limit=cfg.app.concurrency)
     demo.launch(server_name=cfg.app.host, server_port=cfg.app.port, auth=store.verify,
                 auth_message="Log in with the account your admin created for you.", head=SHORTCUTS,

@@ -1,12 +1,11 @@
 """Sample completions from any stage's checkpoint, with the decoding settings shown.
 
-Run:    make sample STAGE=sft PROMPT="What is 3 plus 4?" [ARGS="--temperature 0.8 --top-k 20 -n 3 --show-top 10"]
+Run:    make sample STAGE=sft PROMPT="What is 3 plus 4?" [ARGS="--temperature 0.8 --top-k 20 -n 3"]
         python -m tools.sample --model runs/tiny/sft/model --prompt "What is 3 plus 4?" --temperature 0.8 -n 3
 
 A prompt goes through the chat template as one user turn; `--raw` continues the text as it is
-(how a base model is prompted: `make sample STAGE=pretrain` uses it). `--show-top K` prints the
-K most likely first tokens: p under the model (softmax of its logits) and under the sampler
-(after temperature, top-k, top-p), so you can see what each setting does to the distribution.
+(how a base model is prompted: `make sample STAGE=pretrain` uses it). To see the next-token
+distribution behind a decoding setting, use `make inspect` (tools/inspect_model.py).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import sys
 import torch
 
 from core.config import UserError
-from core.generation import Decoding, chat_prompt_ids, generate, next_token_logits, sampling_logprobs
+from core.generation import Decoding, chat_prompt_ids, generate
 from core.model import load_causal_lm
 from core.tokenizer import load_tokenizer
 
@@ -26,18 +25,6 @@ def prompt_ids(tokenizer, prompt: str, raw: bool) -> list[int]:
     if raw:
         return [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}])
-
-
-def top_table(model, tokenizer, ids: list[int], dec: Decoding, k: int) -> list[str]:
-    logits = next_token_logits(model, [ids], tokenizer.pad_token_id)[0, : len(tokenizer)]
-    p_model = logits.softmax(-1)
-    p_sampler = sampling_logprobs(logits, dec.temperature, dec.top_k, dec.top_p).exp()
-    lines = [f"  {'rank':>4}  {'token':<16} {'id':>5}  {'p(model)':>9}  {'p(sampler)':>10}"]
-    for rank, i in enumerate(p_model.topk(min(k, len(p_model))).indices.tolist(), 1):
-        lines.append(f"  {rank:>4}  {tokenizer.decode([i])!r:<16} {i:>5}  {p_model[i]:>9.4f}  {p_sampler[i]:>10.4f}")
-    kept = int((p_sampler > 0).sum())
-    lines.append(f"  the sampler keeps {kept} of {len(p_model)} tokens")
-    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +38,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("-n", type=int, default=1, help="completions per prompt")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--show-top", type=int, default=0, metavar="K", help="print the K most likely first tokens")
     args = ap.parse_args(argv)
     try:
         dec = Decoding(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
@@ -68,9 +54,6 @@ def main(argv: list[str] | None = None) -> None:
     for prompt in args.prompt:
         ids = prompt_ids(tokenizer, prompt, args.raw)
         print(f"\nprompt: {prompt!r}")
-        if args.show_top:
-            print("first next token:")
-            print("\n".join(top_table(model, tokenizer, ids, dec, args.show_top)))
         for j, c in enumerate(generate(model, tokenizer, [ids] * args.n, dec, seed=args.seed)):
             end = "ended with EOS" if c.finished else f"stopped at max_new_tokens={dec.max_new_tokens}"
             print(f"[{j + 1}] {c.text}\n    ({len(c.token_ids)} tokens, {end}, log p = {sum(c.logprobs):.2f})")

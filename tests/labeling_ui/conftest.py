@@ -47,13 +47,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(db, port: int | None = None, *overrides: str):
-    """`python -m labeling_ui.app` as a subprocess; yields (url, process). Killed on exit."""
+def running_app(db, port: int | None = None, *overrides: str, models: dict | None = None):
+    """`python -m labeling_ui.app` as a subprocess; yields (url, process). Killed on exit.
+    `models` ({name: checkpoint dir}) go to the Playground tab."""
     port = port or free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     log = open(Path(db).with_suffix(f".{port}.log"), "w")
     proc = subprocess.Popen([sys.executable, "-m", "labeling_ui.app", "--config", str(ROOT / "configs/tiny/label.yaml"),
-                             "--db", str(db), f"app.port={port}", *overrides],
+                             "--db", str(db), *(f"--model={n}={p}" for n, p in (models or {}).items()),
+                             f"app.port={port}", *overrides],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
