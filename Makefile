@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE := 1
 endif
 
 .PHONY: help install tcmalloc chromium all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
-	bench-label clean distclean
+	bench-label bench-playground clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -154,6 +154,10 @@ test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-en
 
 bench: $(VENV)/.installed ## print the pretraining speed table (project step vs plain eager vs nanoGPT-style)
 	$(PY) -m bench.pretrain_step --tcmalloc "$(TCMALLOC)"
+
+bench-playground: $(VENV)/.installed ## print the Playground's response time per interaction (on the finished stages' models)
+	@test -n "$(PLAYGROUND)" || { echo "error: no finished stage under $(RUNS): run make sft first" >&2; exit 2; }
+	$(PY) -m bench.playground --config $(LABEL) $(subst --model ,--model=,$(PLAYGROUND)) $(ARGS)
 
 bench-label: $(VENV)/.installed ## print labeling latency (20 concurrent annotators vs the app) and seeding speed
 	$(PY) -m bench.label --config $(LABEL) --model $(RUNS)/sft/model $(ARGS)

@@ -20,6 +20,7 @@ Run:    make bench-label      (python -m bench.label --config configs/tiny/label
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -106,14 +107,13 @@ class ClientSession:
         return self.client.predict(*data[1:] if api.startswith("vote") else data, api_name=f"/{api}")
 
 
-def submit_latency(cfg_path: str, annotators: int, seconds: float, session_cls, think_s: float = 0.0) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-label-"))
-    db = tmp / "labels.db"
-    _fill(db, annotators, items=annotators * 300)
+@contextlib.contextmanager
+def serve_app(cfg_path: str, db: Path, *args: str):
+    """`python -m labeling_ui.app` on a free port as its own process (as `make label` starts it); yields (url, pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "labeling_ui.app", "--config", cfg_path, "--db", str(db),
+    proc = subprocess.Popen([sys.executable, "-m", "labeling_ui.app", "--config", cfg_path, "--db", str(db), *args,
                              f"app.port={port}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}"
@@ -124,6 +124,17 @@ def submit_latency(cfg_path: str, annotators: int, seconds: float, session_cls, 
                 break
             except OSError:
                 time.sleep(0.3)
+        yield url, proc.pid
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def submit_latency(cfg_path: str, annotators: int, seconds: float, session_cls, think_s: float = 0.0) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-label-"))
+    db = tmp / "labels.db"
+    _fill(db, annotators, items=annotators * 300)
+    with serve_app(cfg_path, db) as (url, pid):
         sessions = [session_cls(url, f"ann{i:02d}", f"ann{i:02d}-password") for i in range(annotators)]
         for sess in sessions:
             sess.call("start", [])
@@ -145,18 +156,15 @@ def submit_latency(cfg_path: str, annotators: int, seconds: float, session_cls, 
                 if think_s:  # reading time, jittered so annotators do not submit in lockstep
                     time.sleep(think_s * pause.uniform(0.5, 1.5))
 
-        cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
+        cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
         threads = [threading.Thread(target=run, args=(sess,)) for sess in sessions]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        server_cpu = _cpu_seconds(proc.pid) - cpu0
+        server_cpu = _cpu_seconds(pid) - cpu0
         stored = Store(db).counts()["judgments"]
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     q = statistics.quantiles(lat, n=100)
     return {"submits": len(lat), "stored": stored, "errors": len(errors), "wall_s": wall,
             "p50_ms": q[49] * 1000, "p95_ms": q[94] * 1000, "p99_ms": q[98] * 1000, "per_s": len(lat) / wall,

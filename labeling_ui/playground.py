@@ -239,7 +239,8 @@ def build_tab(tab, paths: dict[str, str]) -> None:
     shown = [tokens, nxt, cmp]
     fresh = [name, other, chat, text, temperature, top_k, top_p, rows]
     for control in (name, other, chat, temperature, top_k, top_p, rows):
-        control.change(guarded(panels), view, shown, api_name=False, trigger_mode="always_last")
+        control.change(guarded(panels), view, shown, trigger_mode="always_last",
+                       api_name="playground_redraw" if control is temperature else False)
     text.input(guarded(reset), fresh, [gen, *shown], api_name=False, trigger_mode="always_last")
     btn_reset.click(guarded(reset), fresh, [gen, *shown], api_name="playground_reset")
     btn_greedy.click(guarded(step_greedy), [*view, seed], [gen, *shown], api_name="playground_step_greedy")

@@ -88,3 +88,46 @@ def test_annotator_judges_ranks_corrects_and_is_refused_the_admin_page(tmp_path,
         admin.locator("#btn-dashboard").click()
         expect(admin.get_by_text("Judgments: 2")).to_be_visible(timeout=15_000)
         admin.screenshot(path=str(shots / "label_admin.png"), full_page=True)
+
+
+def test_playground_temperature_slider_redraws_the_distribution_and_steps_a_token(tmp_path, browser, base_model_dir,
+                                                                                  tokenizer):
+    from playwright.sync_api import expect
+
+    from core.model import ModelConfig, build_model, save_checkpoint
+    other = tmp_path / "other"
+    save_checkpoint(build_model(ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                                            num_kv_heads=2, max_seq_len=128), tokenizer, seed=1), tokenizer, other)
+    db = tmp_path / "labels.db"
+    fill_store(db, n_prompts=1)
+    shots = Path(os.environ.get("LABEL_SCREENSHOTS", tmp_path))
+    with running_app(db, models={"sft": str(base_model_dir), "dpo": str(other)}) as (url, _):
+        page = login(browser, url, "alice")
+        page.get_by_role("tab", name="Playground").click()
+        expect(page.locator("#pg-next table")).to_be_visible(timeout=30_000)
+        first_p = page.locator("#pg-next td.p-sampler").first
+        at_1 = first_p.inner_text()
+        n_vocab = len(tokenizer)
+        expect(page.locator("#pg-kept")).to_have_text(str(n_vocab))
+
+        # a colder temperature sharpens what the decoder draws from; the model's own column stays
+        page.locator("#pg-temperature input[type=range]").fill("0.3")
+        expect(first_p).not_to_have_text(at_1, timeout=15_000)
+        assert float(first_p.inner_text().split()[0]) > float(at_1.split()[0])
+        expect(page.locator("#pg-next-summary")).to_contain_text("temperature=0.3")
+
+        # T = 0 is greedy: one token keeps all the mass; stepping appends exactly that token
+        page.locator("#pg-temperature input[type=range]").fill("0")
+        expect(page.locator("#pg-kept")).to_have_text("1", timeout=15_000)
+        greedy = page.locator("#pg-next tr.kept td").nth(1).locator("code").inner_text()
+        n_before = int(page.locator("#pg-token-count b").inner_text().split()[0])
+        page.locator("#pg-step-greedy").click()
+        expect(page.locator("#pg-token-count")).to_contain_text("1 appended", timeout=15_000)
+        assert int(page.locator("#pg-token-count b").inner_text().split()[0]) == n_before + 1
+        assert page.locator(".chips .chip").last.inner_text().startswith(greedy)
+
+        # the second checkpoint on the same context
+        page.locator("#pg-other input").click()
+        page.get_by_role("option", name="dpo").click()
+        expect(page.locator("#pg-compare-summary")).to_contain_text("KL(sft ‖ dpo)", timeout=15_000)
+        page.screenshot(path=str(shots / "playground.png"), full_page=True)
