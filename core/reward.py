@@ -39,6 +39,14 @@ def load_reward_model(path: str | Path, policy_tokenizer=None, policy_path: str 
     return model.eval(), tok
 
 
+def ensemble_members(path: str | Path) -> list[Path]:
+    """The reward model at `path` (<stage>/model) and the other members the reward stage trained
+    next to it (<stage>/ensemble/<i>), member 0 first."""
+    extra = Path(path).parent / "ensemble"
+    others = sorted((d for d in extra.iterdir() if d.is_dir()), key=lambda d: int(d.name)) if extra.is_dir() else []
+    return [Path(path), *others]
+
+
 @torch.no_grad()
 def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
     """Score of each full conversation (the last message is the response being scored)."""

@@ -110,15 +110,19 @@ def main(cfg: LabelConfig, model: str, prompts: str, db: str, out: str, reward_m
 
 
 def score_items(store: Store, reward_model: str, checkpoint_sha: str, batch_size: int = 32) -> int:
-    """Score this checkpoint's candidates with the reward model; items get their smallest margin."""
-    from core.reward import load_reward_model, reward_scores
+    """Score this checkpoint's candidates with the reward model (the mean over its ensemble, when the
+    reward stage trained one); items get their smallest margin."""
+    from core.reward import ensemble_members, load_reward_model, reward_scores
 
-    rm, rm_tok = load_reward_model(reward_model)
     prompts = store.prompts()
     cands = store.candidates(checkpoint_sha=checkpoint_sha)
     convs = [prompts[c["prompt_id"]]["messages"] + [{"role": "assistant", "content": c["text"]}] for c in cands]
-    scores = reward_scores(rm, rm_tok, convs, batch_size)
-    store.set_rm_scores({c["id"]: s for c, s in zip(cands, scores)})
+    members = ensemble_members(reward_model)
+    totals = [0.0] * len(cands)
+    for path in members:
+        rm, rm_tok = load_reward_model(path)
+        totals = [t + s for t, s in zip(totals, reward_scores(rm, rm_tok, convs, batch_size))]
+    store.set_rm_scores({c["id"]: t / len(members) for c, t in zip(cands, totals)})
     return len(cands)
 
 

@@ -7,7 +7,7 @@ Run:    make reward
 Reads:  the SFT checkpoint (the reward model starts from it: same tokenizer, same chat template);
         preference pairs (TRL conversational rows from `make export`; standard-text and HH-style rows load too)
 Writes: <out>/model (AutoModelForSequenceClassification, one output, pad_token_id set; stock transformers
-        loads it), <out>/checkpoints (resume state), config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
+        loads it), <out>/ensemble/<i> (more members, when ensemble > 1), <out>/checkpoints (resume state), config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
 
 The model reads its score at the last real token of prompt + response (the assistant's EOS). The
 loss is TRL's pairwise -log sigmoid(r_chosen - r_rejected), plus a small pull of rewards toward 0
@@ -22,6 +22,7 @@ model cannot be expected to).
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -53,11 +54,17 @@ class RewardStageConfig:
     seed: int = 0
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=2.0, lr=5e-4))
     center_rewards: float = 0.01       # weight of mean(r^2) in the loss; 0 = off
+    # Reward models trained (seeds seed, seed+1, ...: their own head init and batch order). Member 0
+    # is <out>/model, the one every later stage uses; the others go to <out>/ensemble/<i> and join
+    # it when `make seed` scores candidates for active sampling (mean score; their spread is reported).
+    ensemble: int = 1
     best_of_n: BestOfNSettings = field(default_factory=BestOfNSettings)
 
     def validate(self) -> None:
         if self.center_rewards < 0:
             raise UserError(f"center_rewards must be >= 0, got {self.center_rewards}")
+        if self.ensemble < 1:
+            raise UserError(f"ensemble must be >= 1 (reward models to train), got {self.ensemble}")
 
 
 def pair_scores(model, tokenizer, rows: list[dict], batch_size: int = 64) -> list[tuple[float, float]]:
@@ -85,13 +92,54 @@ def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict
     return report
 
 
-def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
-         heldout_prompts: str | None = None) -> dict:
-    from torch.utils.tensorboard import SummaryWriter
+def ensemble_report(rows: list[dict], members: list[list[tuple[float, float]]]) -> dict:
+    """Each member's held-out accuracy, the accuracy of their mean score, and how much they disagree."""
+    mean = [(sum(m[i][0] for m in members) / len(members), sum(m[i][1] for m in members) / len(members))
+            for i in range(len(rows))]
+    margins = torch.tensor([[c - r for c, r in m] for m in members])        # [members, pairs]
+    split = ((margins > 0).float().mean(0) * (margins <= 0).float().mean(0) > 0).float().mean()
+    return {"members": len(members), "member_accuracy": [accuracy_report(rows, m)["accuracy"] for m in members],
+            "mean_score_accuracy": accuracy_report(rows, mean)["accuracy"],
+            "pairs_members_disagree_on": round(float(split), 3),
+            "mean_margin_std": round(float(margins.std(0).mean()), 3)}
+
+
+def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train_rows: list[dict], out: Path,
+                 checkpoints: Path, writer) -> tuple:
+    """Train one reward model from the SFT checkpoint and save it to `out`; resumes from `checkpoints`."""
     from transformers import AutoModelForSequenceClassification
     from transformers.integrations import TensorBoardCallback
     from trl import RewardConfig, RewardTrainer
     from datasets import Dataset
+
+    torch.manual_seed(seed)  # the score head's initialisation
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(is_gradient_checkpointing|newly initialized).*")
+        rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    # Length grouping reads `input_ids`; pairs have chosen_/rejected_input_ids, so batches are random here.
+    args = RewardConfig(**{**trl_args(cfg.train, seed, checkpoints), "train_sampling_strategy": "random"},
+                        disable_dropout=True, center_rewards_coefficient=cfg.center_rewards or None)
+    keep = ("prompt", "chosen", "rejected")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        trainer = RewardTrainer(model=rm, args=args, processing_class=tokenizer,
+                                train_dataset=Dataset.from_list([{k: r[k] for k in keep} for r in train_rows]),
+                                callbacks=[TensorBoardCallback(writer)])
+        last = last_checkpoint(checkpoints)
+        if last:
+            print(f"resuming from {last}")
+        result = trainer.train(resume_from_checkpoint=last)
+    rm = trainer.model.eval()
+    rm.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return rm, trainer.state.global_step, last, result
+
+
+def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
+         heldout_prompts: str | None = None) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import AutoModelForSequenceClassification
 
     tokenizer = load_tokenizer(model)
     check_chat_contract(tokenizer, f"{model} tokenizer")
@@ -100,33 +148,28 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors", "train": train, "test": test},
                 resume_state=("checkpoints",), stage_file=__file__)
     torch.set_num_threads(cfg.train.threads or os.cpu_count())
+    shutil.rmtree(stage.root / "ensemble", ignore_errors=True)  # members of an earlier run never mix in
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(is_gradient_checkpointing|newly initialized).*")
-        rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
-    rm.config.pad_token_id = tokenizer.pad_token_id
-    before = accuracy_report(test_rows, pair_scores(rm.eval(), tokenizer, test_rows))
+        untrained = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
+    untrained.config.pad_token_id = tokenizer.pad_token_id
+    before = accuracy_report(test_rows, pair_scores(untrained.eval(), tokenizer, test_rows))
+    del untrained
 
-    # Length grouping reads `input_ids`; pairs have chosen_/rejected_input_ids, so batches are random here.
-    args = RewardConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints), "train_sampling_strategy": "random"},
-                        disable_dropout=True, center_rewards_coefficient=cfg.center_rewards or None)
-    keep = ("prompt", "chosen", "rejected")
     writer = SummaryWriter(str(stage.logs))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        trainer = RewardTrainer(model=rm, args=args, processing_class=tokenizer,
-                                train_dataset=Dataset.from_list([{k: r[k] for k in keep} for r in train_rows]),
-                                callbacks=[TensorBoardCallback(writer)])
-        last = last_checkpoint(stage.checkpoints)
-        if last:
-            print(f"resuming from {last}")
-        result = trainer.train(resume_from_checkpoint=last)
+    rm, steps, last, result = train_member(cfg, cfg.seed, model, tokenizer, train_rows, stage.model,
+                                           stage.checkpoints, writer)
+    members = [pair_scores(rm, tokenizer, test_rows)]
+    for i in range(1, cfg.ensemble):
+        print(f"ensemble member {i + 1} of {cfg.ensemble}")
+        member, *_ = train_member(cfg, cfg.seed + i, model, tokenizer, train_rows, stage.root / "ensemble" / str(i),
+                                  stage.checkpoints / f"member{i}", writer)
+        members.append(pair_scores(member, tokenizer, test_rows))
+        del member
     writer.close()
 
-    rm = trainer.model.eval()
-    rm.save_pretrained(stage.model)
-    tokenizer.save_pretrained(stage.model)
-    after = accuracy_report(test_rows, pair_scores(rm, tokenizer, test_rows))
+    after = accuracy_report(test_rows, members[0])
     train_acc = accuracy_report(train_rows, pair_scores(rm, tokenizer, train_rows))["accuracy"]
     agreement = [r["agreement"] for r in test_rows if "agreement" in r]
     bon = None
@@ -137,7 +180,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
                         cfg.seed)
     metrics = {
         "pairs": {"train": len(train_rows), "test": len(test_rows)},
-        "steps": trainer.state.global_step,
+        "steps": steps,
         "resumed_from": last,
         "train_runtime_s": round(result.metrics["train_runtime"], 2),
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
@@ -146,6 +189,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
         "test": after,
         "annotator_agreement_on_test_pairs": round(sum(agreement) / len(agreement), 3) if agreement else None,
         "best_of_n_vs_sft": bon,
+        "ensemble": ensemble_report(test_rows, members) if cfg.ensemble > 1 else None,
     }
     stage.finish(metrics)
     print(f"reward model: held-out pair accuracy {after['accuracy']:.1%} (untrained {before['accuracy']:.1%}), "

@@ -66,6 +66,29 @@ def test_seeding_is_idempotent_records_provenance_and_scores_margins(tmp_path, b
     assert all(len(i["candidate_ids"]) == (2 if i["kind"] == "pair" else 4) and i["margin"] >= 0 for i in items)
 
 
+def test_an_ensemble_scores_candidates_by_its_mean(tmp_path, base_model_dir, world_dir, reward_model_dir, tokenizer):
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from core.reward import load_reward_model, reward_scores
+    stage = tmp_path / "reward"
+    shutil.copytree(reward_model_dir, stage / "model")
+    other = AutoModelForSequenceClassification.from_config(
+        AutoModelForSequenceClassification.from_pretrained(reward_model_dir).config)   # fresh random weights
+    other.save_pretrained(stage / "ensemble" / "1")
+    tokenizer.save_pretrained(stage / "ensemble" / "1")
+    db = tmp_path / "l.db"
+    seed.main(cfg(**{"seed.prompts": 2, "seed.max_new_tokens": 4}), str(base_model_dir),
+              str(world_dir / "prompts_train.jsonl"), str(db), str(tmp_path / "seed"), reward_model=str(stage / "model"))
+    store = Store(db)
+    prompts, cands = store.prompts(), store.candidates()
+    convs = [prompts[c["prompt_id"]]["messages"] + [{"role": "assistant", "content": c["text"]}] for c in cands]
+    each = [reward_scores(*load_reward_model(p), convs) for p in (stage / "model", stage / "ensemble" / "1")]
+    assert each[0] != each[1]
+    assert [c["rm_score"] for c in cands] == pytest.approx([(a + b) / 2 for a, b in zip(*each)], abs=1e-5)
+
+
 def test_bad_prompt_rows_and_an_empty_store_fail_with_a_clear_error(tmp_path, base_model_dir):
     bad = tmp_path / "prompts.jsonl"
     bad.write_text(json.dumps({"id": "x", "messages": [{"role": "user", "content": "hi"}]}) + "\n"

@@ -64,3 +64,26 @@ def test_preference_forms_load_as_one_conversational_form(tmp_path):
     assert got[0]["chosen"] == [{"role": "assistant", "content": "2."}]
     assert got[1]["prompt"][0]["content"].startswith("Human: hi") and got[1]["rejected"][0]["content"] == " go away"
     assert got[2]["prompt"] == [{"role": "user", "content": "q"}] and got[2]["chosen"][0]["content"] == "a"
+
+
+def test_ensemble_members_are_trained_saved_and_reported(tmp_path, base_model_dir, pairs):
+    from core.reward import ensemble_members, load_reward_model
+    out = tmp_path / "reward"
+    m = reward_train.main(cfg(**{"ensemble": 2, "best_of_n.per_task": 0}), str(base_model_dir), str(pairs[0]),
+                          str(pairs[1]), str(out))
+    e = m["ensemble"]
+    assert e["members"] == 2 and len(e["member_accuracy"]) == 2 and e["member_accuracy"][0] == m["test"]["accuracy"]
+    assert ensemble_members(out / "model") == [out / "model", out / "ensemble" / "1"]
+    a, b = (load_reward_model(p)[0] for p in ensemble_members(out / "model"))
+    assert not torch.equal(a.score.weight, b.score.weight)      # own seed: own head and batch order
+    # a rerun with one member leaves no stale member behind for `make seed` to pick up
+    reward_train.main(cfg(**{"best_of_n.per_task": 0}), str(base_model_dir), str(pairs[0]), str(pairs[1]), str(out))
+    assert ensemble_members(out / "model") == [out / "model"]
+
+
+def test_ensemble_report_on_hand_made_scores():
+    rows = [{"task": "t"}, {"task": "t"}]
+    r = reward_train.ensemble_report(rows, [[(1.0, 0.0), (0.0, 1.0)], [(1.0, 0.0), (1.0, 0.0)]])
+    assert r["member_accuracy"] == [0.5, 1.0]
+    assert r["mean_score_accuracy"] == 0.5            # pair 2: mean margin 0 is not a win
+    assert r["pairs_members_disagree_on"] == 0.5 and r["mean_margin_std"] == pytest.approx(0.707, abs=1e-3)
