@@ -37,7 +37,9 @@ def timed(sess: BrowserSession, api: str, make_data, repeats: int) -> tuple[floa
 
 def measure(cfg_path: str, models: list[str], repeats: int) -> list[tuple[str, float, float]]:
     names = [m.partition("=")[0] for m in models]
-    a, b = names[0], (names[1] if len(names) > 1 else "(none)")
+    a = "sft" if "sft" in names else names[0]                     # the checkpoint people inspect most
+    others = [n for n in names if n != a]
+    b = "dpo" if "dpo" in others else (others[0] if others else "(none)")
     db = Path(tempfile.mkdtemp(prefix="bench-playground-")) / "labels.db"
     Store(db).add_annotator("boss", "boss-password", "admin")
     args = [x for m in models for x in ("--model", m)]
@@ -50,7 +52,7 @@ def measure(cfg_path: str, models: list[str], repeats: int) -> list[tuple[str, f
         sess = BrowserSession(url, "boss", "boss-password")
         t0 = time.perf_counter()
         sess.call("playground_redraw", view(0))
-        rows.append(("first open (loads the checkpoint)", 1000 * (time.perf_counter() - t0), float("nan")))
+        rows.append((f"first open (loads {a})", 1000 * (time.perf_counter() - t0), float("nan")))
         cases = [
             ("new context (tokenize + forward)", "playground_reset",
              lambda i: [a, "(none)", False, f"{DEFAULT_CONTEXT} {i}", 1.0, 0, 1.0, 10]),
@@ -73,11 +75,12 @@ def measure(cfg_path: str, models: list[str], repeats: int) -> list[tuple[str, f
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="configs/<scale>/label.yaml")
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help="checkpoint(s); first is timed")
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                    help="checkpoints; sft (else the first) is timed, compared with dpo (else the next)")
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args(argv)
     rows = measure(args.config, args.model, args.repeats)
-    print(f"Playground interactions, {args.model[0]} (one browser session; ms from click to rendered answer)")
+    print(f"Playground interactions on {', '.join(args.model)}\n(one browser session; ms from click to rendered answer)")
     print(f"  {'interaction':<38} {'p50 ms':>8} {'p95 ms':>8}")
     for label, p50, p95 in rows:
         print(f"  {label:<38} {p50:>8.1f} {p95:>8.1f}".replace("nan", "  -"))

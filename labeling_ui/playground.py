@@ -102,7 +102,8 @@ def loss_html(cl: ContinuationLoss) -> str:
 
 
 CSS = """
-.chips { line-height: 2.2em; } .chip { padding: 2px 4px; margin: 1px; border-radius: 4px; font-family: monospace; }
+.chips { display: flex; flex-wrap: wrap; gap: 3px; line-height: 1.8em; }
+.chip { padding: 0 4px; border-radius: 4px; font-family: monospace; }
 .chip sub { color: #555; font-size: 0.7em; margin-left: 2px; }
 table.pg { border-collapse: collapse; font-size: 0.9em; width: 100%; margin: 4px 0; }
 table.pg td, table.pg th { padding: 1px 6px !important; border: none !important; border-bottom: 1px solid #eee !important;
@@ -163,7 +164,7 @@ def build_tab(tab, paths: dict[str, str]) -> None:
         lens = ckpts[name]
         ids = lens.encode(text or "", bool(chat)) + list(gen)
         dec = Decoding() if greedy else decoding(temperature, top_k, top_p)
-        gen = list(gen) + [lens.step(ids, dec, int(seed))]
+        gen = list(gen) + [lens.step(ids, dec, int(seed or 0))]
         return gen, *panels(name, other, chat, text, gen, temperature, top_k, top_p, rows)
 
     def step_greedy(*args):
@@ -175,8 +176,8 @@ def build_tab(tab, paths: dict[str, str]) -> None:
     def continue_(name, other, chat, text, gen, temperature, top_k, top_p, rows, seed, max_new):
         lens = ckpts[name]
         ids = lens.encode(text or "", bool(chat)) + list(gen)
-        dec = Decoding(float(temperature), int(top_k), float(top_p), int(max_new))
-        gen = list(gen) + lens.continue_(ids, dec, int(seed)).token_ids
+        dec = Decoding(float(temperature), int(top_k), float(top_p), int(max_new or 1))
+        gen = list(gen) + lens.continue_(ids, dec, int(seed or 0)).token_ids
         return gen, *panels(name, other, chat, text, gen, temperature, top_k, top_p, rows)
 
     def reset(name, other, chat, text, temperature, top_k, top_p, rows):
@@ -238,10 +239,13 @@ def build_tab(tab, paths: dict[str, str]) -> None:
     view = [name, other, chat, text, gen, temperature, top_k, top_p, rows]
     shown = [tokens, nxt, cmp]
     fresh = [name, other, chat, text, temperature, top_k, top_p, rows]
-    for control in (name, other, chat, temperature, top_k, top_p, rows):
+    for control in (other, temperature, top_k, top_p, rows):
         control.change(guarded(panels), view, shown, trigger_mode="always_last",
                        api_name="playground_redraw" if control is temperature else False)
+    # a new context, checkpoint or template starts the appended tokens afresh
     text.input(guarded(reset), fresh, [gen, *shown], api_name=False, trigger_mode="always_last")
+    for control in (name, chat):
+        control.change(guarded(reset), fresh, [gen, *shown], api_name=False)
     btn_reset.click(guarded(reset), fresh, [gen, *shown], api_name="playground_reset")
     btn_greedy.click(guarded(step_greedy), [*view, seed], [gen, *shown], api_name="playground_step_greedy")
     btn_sample.click(guarded(step_sample), [*view, seed], [gen, *shown], api_name="playground_step_sample")
