@@ -3,7 +3,10 @@
 For each decoding (default: temperature 0.7, and greedy) both policies answer the same prompts
 with the same seeds; the scripted annotator compares the answers (ties count half; 95 % bootstrap
 CI over prompts) and checks correctness; `distinct` is the share of different answers, which
-exposes a policy collapsed onto one generic reply. KL(policy || reference) is estimated on the
+exposes a policy collapsed onto one generic reply. `ceiling` is what a perfect policy would score:
+the world's reference answers against the same SFT answers. Ties count half, so a policy can only
+win where SFT was wrong or flawed; with a strong SFT the ceiling sits far below 100 %, and
+`headroom_used` = (win rate - 50 %) / (ceiling - 50 %) says how much of the possible gain was made. KL(policy || reference) is estimated on the
 policy's own samples at temperature 1: mean over prompts of sum_t [log p_policy - log p_reference].
 """
 
@@ -44,6 +47,10 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
         mine = [c.text for c in chat(policy, tokenizer, convs, d, seed=seed)]
         ref = [c.text for c in chat(reference, tokenizer, convs, d, seed=seed)]
         r = compare_answers(prompts, mine, ref, seed=seed)
+        if all(p.get("reference") for p in prompts):
+            ceiling = compare_answers(prompts, [p["reference"] for p in prompts], ref, seed=seed)["win_rate"]
+            used = (r["win_rate"] - 0.5) / (ceiling - 0.5) if ceiling > 0.5 else None
+            r = {**r, "ceiling": ceiling, "headroom_used": None if used is None else round(used, 3)}
         report[str(d)] = {**r, "distinct_policy": distinct_rate(mine), "distinct_reference": distinct_rate(ref),
                           "examples": [{"prompt": p["messages"][-1]["content"], "policy": a, "reference": b}
                                        for p, a, b in list(zip(prompts, mine, ref))[:3]]}
@@ -55,8 +62,10 @@ def print_report(label: str, report: dict) -> None:
     """One line per decoding and one for KL, as every aligning stage prints at its end."""
     for name, r in report.items():
         if name != "kl":
+            ceiling = (f" of at most {r['ceiling']:.1%} (reference answers vs SFT; headroom used "
+                       f"{r['headroom_used']:.0%})" if r.get("headroom_used") is not None else "")
             print(f"{label} vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-"
-                  f"{r['ci95'][1]:.1%}), correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, "
+                  f"{r['ci95'][1]:.1%}){ceiling}, correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, "
                   f"distinct {r['distinct_policy']:.2f} vs {r['distinct_reference']:.2f}")
     print(f"KL({label} || SFT) {report['kl']['kl_per_sequence']:.3f} per answer")
 

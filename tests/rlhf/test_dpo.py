@@ -27,6 +27,7 @@ def test_dpo_stage_moves_the_policy_and_reports_the_effect(tmp_path, base_model_
     assert set(m["vs_sft"]) == {"temperature=0.7, max_new_tokens=6", "greedy, max_new_tokens=6", "kl"}
     greedy = m["vs_sft"]["greedy, max_new_tokens=6"]
     assert greedy["n"] == 8 and 0 <= greedy["win_rate"] <= 1 and greedy["ci95"][0] <= greedy["win_rate"] <= greedy["ci95"][1]
+    assert 0.5 <= greedy["ceiling"] <= 1
     assert m["vs_sft"]["kl"]["mean_tokens"] > 0
 
 
@@ -56,3 +57,15 @@ def test_kl_of_a_policy_to_itself_is_zero(base_model_dir, world_dir):
     prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:4]
     kl = kl_to_reference(model, model, tok, prompts, max_new_tokens=6)
     assert abs(kl["kl_per_sequence"]) < 1e-3 and kl["mean_tokens"] > 0
+
+
+def test_effect_report_states_the_ceiling_a_perfect_policy_would_reach(base_model_dir, world_dir):
+    from core.compare import policy_vs_reference
+    from core.data import load_rows
+    from core.model import load_causal_lm
+    from core.tokenizer import load_tokenizer
+    model, tok = load_causal_lm(base_model_dir), load_tokenizer(base_model_dir)
+    prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:6]
+    r = policy_vs_reference(model, model, tok, prompts, [0.0], max_new_tokens=6)["greedy, max_new_tokens=6"]
+    # the same policy ties itself everywhere; the references beat an untrained model's answers everywhere
+    assert (r["win_rate"], r["ties"]) == (0.5, 6) and r["ceiling"] == 1.0 and r["headroom_used"] == 0.0
