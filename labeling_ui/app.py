@@ -20,14 +20,13 @@ import argparse
 import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from core.config import UserError, load_config
 from labeling_ui import agreement, playground
-from labeling_ui.config import LabelConfig
+from labeling_ui.config import LabelConfig, named_checkpoints
 from labeling_ui.store import FLAGS, Shown, Store, StoreError
 
 GUIDELINES = """
@@ -58,9 +57,13 @@ document.addEventListener('keydown', (e) => {
 </script>"""
 
 
-def prompt_text(shown: Shown) -> str:
+def prompt_text_of(prompt: dict) -> str:
     return "\n\n".join(m["content"] if m["role"] == "user" else f"[{m['role']}] {m['content']}"
-                       for m in shown.prompt["messages"])
+                       for m in prompt["messages"])
+
+
+def prompt_text(shown: Shown) -> str:
+    return prompt_text_of(shown.prompt)
 
 
 def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_path: str | None = None,
@@ -143,6 +146,41 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
             return [*keep, flags, correction, f"Not saved: {e}"]
         nxt = next_rank(name)
         return [*nxt[:-1], [], "", f"Saved judgment {jid} (item {item_id}: ranks {given}). {nxt[-1]}"]
+
+    # ---------------------------------------------------------------- arena: blind votes between models
+    def next_match(name: str):
+        m = store.next_match(name)
+        if m is None:
+            return None, "", "", "", "No arena match left for you (run `make arena-seed` after training more models)."
+        return [m.left, m.right], prompt_text_of(m.prompt), m.texts[0], m.texts[1], ""
+
+    def load_match(request: gr.Request):
+        return next_match(user(request)["name"])
+
+    def arena_vote(choice: str, match, request: gr.Request):
+        name = user(request)["name"]
+        if not match:
+            return match, gr.update(), gr.update(), gr.update(), "No match loaded."
+        try:
+            v = store.arena_vote(name, match[0], match[1], choice)
+        except StoreError as e:
+            return match, gr.update(), gr.update(), gr.update(), f"Not saved: {e}"
+        said = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad"}[choice]
+        reveal = f"Saved vote {v['id']} ({said}). **A was {v['left_model']}, B was {v['right_model']}.**"
+        nxt = next_match(name)
+        return (*nxt[:4], reveal + (f" {nxt[4]}" if nxt[4] else " Next match below."))
+
+    def arena_a(match, request: gr.Request):
+        return arena_vote("a", match, request)
+
+    def arena_b(match, request: gr.Request):
+        return arena_vote("b", match, request)
+
+    def arena_tie(match, request: gr.Request):
+        return arena_vote("tie", match, request)
+
+    def arena_both_bad(match, request: gr.Request):
+        return arena_vote("both_bad", match, request)
 
     # ---------------------------------------------------------------- history and admin
     def history(request: gr.Request):
@@ -230,6 +268,20 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
             with gr.Tab("My history", id="history"):
                 hist_btn = gr.Button("Refresh", elem_id="btn-history")
                 hist = gr.Dataframe(interactive=False)
+            with gr.Tab("Arena", id="arena") as arena_tab:
+                gr.Markdown("Two answers to the same prompt from two different models, in random order. "
+                            "Vote first; the model names are shown after your vote.")
+                arena_match = gr.State(None)
+                arena_prompt = gr.Textbox(label="Prompt", interactive=False, lines=3, elem_id="arena-prompt")
+                with gr.Row():
+                    arena_ta = gr.Textbox(label="Answer A", interactive=False, lines=6, elem_id="arena-a")
+                    arena_tb = gr.Textbox(label="Answer B", interactive=False, lines=6, elem_id="arena-b")
+                with gr.Row():
+                    arena_btns = [gr.Button("A is better", elem_id="arena-btn-a", variant="primary"),
+                                  gr.Button("B is better", elem_id="arena-btn-b", variant="primary"),
+                                  gr.Button("Tie", elem_id="arena-btn-tie"),
+                                  gr.Button("Both bad", elem_id="arena-btn-both-bad")]
+                arena_reveal = gr.Markdown(elem_id="arena-reveal")
             with gr.Tab("Playground", id="playground") as playground_tab:
                 playground.build_tab(playground_tab, models or {})
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
@@ -260,6 +312,10 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
         rank_out = [rank_item, rank_prompt, *rank_boxes, *rank_radios, rank_flags, rank_corr, rank_status]
         rank_btn.click(submit_rank, [rank_item, rank_flags, rank_corr, *rank_radios], rank_out,
                        api_name="submit_rank", concurrency_limit=limit)
+        arena_out = [arena_match, arena_prompt, arena_ta, arena_tb, arena_reveal]
+        arena_tab.select(load_match, None, arena_out, api_name="arena_load")
+        for btn, fn in zip(arena_btns, (arena_a, arena_b, arena_tie, arena_both_bad)):
+            btn.click(fn, [arena_match], arena_out, api_name=fn.__name__, concurrency_limit=limit)
         hist_btn.click(history, None, hist, api_name="history")
         dash_btn.click(dashboard, None, [dash_summary, dash_progress, dash_people, dash_kappa, dash_flags],
                        api_name="dashboard")
@@ -282,15 +338,6 @@ def _trim_gradio_per_event_cost() -> None:
         sys.modules["matplotlib"] = None
 
 
-def _named_path(arg: str) -> tuple[str, str]:
-    name, sep, path = arg.partition("=")
-    if not sep or not name or not path:
-        raise UserError(f"--model {arg!r}: expected NAME=PATH, e.g. --model sft=runs/tiny/sft/model")
-    if not (Path(path) / "config.json").is_file():
-        raise UserError(f"--model {arg}: no checkpoint at {path} (config.json missing); run the stage that writes it")
-    return name, path
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The labeling app (Gradio).")
     parser.add_argument("--config", required=True, help="YAML file of knobs (configs/<scale>/label.yaml)")
@@ -301,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. app.port=7861")
     args = parser.parse_args(argv)
     try:
-        models = dict(_named_path(m) for m in args.model)
+        models = named_checkpoints(args.model)
         cfg = load_config(LabelConfig, args.config, args.overrides)
         store = Store(args.db, lease_s=cfg.app.lease_s)
         if not any(a["role"] == "admin" for a in store.annotators()):

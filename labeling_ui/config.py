@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.annotator import PERSONAS
 from core.config import UserError
@@ -73,8 +74,35 @@ class ExportSettings:
 
 
 @dataclass
+class ArenaSettings:
+    per_task: int = 25                 # held-out prompts per task that every model answers (4 tasks: 100)
+    temperature: float = 0.7           # the answers' decoding (0 = greedy)
+    max_new_tokens: int = 64
+    seed: int = 0
+    auto_votes: int = 0                # votes per scripted annotator in `make arena-auto` (0 = every match)
+
+    def validate(self) -> None:
+        if self.per_task < 1 or self.max_new_tokens < 1 or self.auto_votes < 0 or self.temperature < 0:
+            raise UserError("arena: need per_task >= 1, max_new_tokens >= 1, auto_votes >= 0, temperature >= 0")
+
+
+def named_checkpoints(spec: list[str]) -> dict[str, str]:
+    """["sft=runs/tiny/sft/model", ...] -> {"sft": "runs/tiny/sft/model", ...}; each must be a checkpoint."""
+    out = {}
+    for arg in spec:
+        name, sep, path = arg.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"{arg!r}: expected NAME=PATH, e.g. sft=runs/tiny/sft/model")
+        if not (Path(path) / "config.json").is_file():
+            raise UserError(f"{arg}: no checkpoint at {path} (config.json missing); run the stage that writes it")
+        out[name] = path
+    return out
+
+
+@dataclass
 class LabelConfig:
     seed: SeedSettings = field(default_factory=SeedSettings)
     app: AppSettings = field(default_factory=AppSettings)
     auto: AutoSettings = field(default_factory=AutoSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    arena: ArenaSettings = field(default_factory=ArenaSettings)

@@ -11,6 +11,11 @@ Tables (constraints live in the schema, not only in code):
   judgments    one per (item, annotator) [UNIQUE]; never more than the item's max_judgments [trigger];
                shown order, pairwise choice (a | b | tie | both_bad, a = first shown) or ranks per
                shown position (1 = best, ties allowed), flags, the annotator's correction, times
+  arena_answers  one answer per (held-out prompt, model, checkpoint sha); `current` marks the latest
+               checkpoint of each model (a retrained model's old answers and votes stay, unused)
+  arena_shown  the match an annotator has open (a reload shows the same one), sides already drawn
+  arena_votes  blind side-by-side votes: which answer was left and which right, the choice
+               (a = left), times; one per (annotator, pair of answers) [UNIQUE]
 
 Every write is one `BEGIN IMMEDIATE` transaction. `synchronous=FULL` makes a commit durable before
 `submit` returns, so an acknowledged judgment survives `kill -9` (and a power cut). Open one `Store`
@@ -99,6 +104,38 @@ CREATE TABLE IF NOT EXISTS judgments (
     UNIQUE (item_id, annotator_id),
     CHECK ((choice IS NULL) <> (ranks IS NULL))
 );
+CREATE TABLE IF NOT EXISTS arena_answers (
+    id             INTEGER PRIMARY KEY,
+    prompt_id      TEXT NOT NULL REFERENCES prompts(id),
+    model          TEXT NOT NULL CHECK (length(model) BETWEEN 1 AND 64),
+    checkpoint_sha TEXT NOT NULL,
+    text           TEXT NOT NULL,
+    decoding       TEXT NOT NULL CHECK (json_valid(decoding)),
+    seed           INTEGER NOT NULL,
+    current        INTEGER NOT NULL DEFAULT 1 CHECK (current IN (0, 1)),
+    created_at     REAL NOT NULL,
+    UNIQUE (prompt_id, model, checkpoint_sha)
+);
+CREATE TABLE IF NOT EXISTS arena_shown (
+    annotator_id INTEGER PRIMARY KEY REFERENCES annotators(id),
+    left_answer  INTEGER NOT NULL REFERENCES arena_answers(id),
+    right_answer INTEGER NOT NULL REFERENCES arena_answers(id),
+    shown_at     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS arena_votes (
+    id           INTEGER PRIMARY KEY,
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    left_answer  INTEGER NOT NULL REFERENCES arena_answers(id),
+    right_answer INTEGER NOT NULL REFERENCES arena_answers(id),
+    choice       TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
+    shown_at     REAL,
+    voted_at     REAL NOT NULL,
+    pair_key     TEXT NOT NULL,   -- "<smaller answer id>-<larger>": one vote per annotator and pair, either side
+    UNIQUE (annotator_id, pair_key),
+    CHECK (left_answer <> right_answer)
+);
+CREATE INDEX IF NOT EXISTS arena_answers_current ON arena_answers (current, prompt_id);
+CREATE INDEX IF NOT EXISTS arena_votes_pair ON arena_votes (pair_key);
 CREATE INDEX IF NOT EXISTS judgments_by_annotator ON judgments (annotator_id);
 CREATE INDEX IF NOT EXISTS items_open ON items (kind, n_judged);
 CREATE INDEX IF NOT EXISTS assignments_by_annotator ON assignments (annotator_id);
@@ -118,6 +155,15 @@ class StoreError(UserError):
 
 class ItemFull(StoreError):
     pass
+
+
+@dataclass
+class Match:
+    """An arena match as one annotator sees it: a prompt and two anonymous answers, sides drawn."""
+    prompt: dict
+    left: int                # arena answer ids
+    right: int
+    texts: list[str]         # [left, right]
 
 
 @dataclass
@@ -367,6 +413,83 @@ class Store:
             db.execute("DELETE FROM assignments WHERE item_id = ? AND annotator_id = ?", (item_id, aid))
             return jid
 
+    # ------------------------------------------------------------------ arena: blind side-by-side votes between models
+    def add_arena_answers(self, model: str, checkpoint_sha: str, rows: list[dict]) -> int:
+        """Answers of one model checkpoint ({prompt_id, text, decoding, seed}); they become the model's current
+        answers, and answers of its earlier checkpoints stop being matched (their votes stay). Returns how many were new."""
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO arena_answers (prompt_id, model, checkpoint_sha, text, decoding, seed, "
+                           "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(r["prompt_id"], model, checkpoint_sha, r["text"], json.dumps(r["decoding"], sort_keys=True),
+                             r["seed"], _now()) for r in rows])
+            added = db.total_changes - before
+            db.execute("UPDATE arena_answers SET current = (checkpoint_sha = ?) WHERE model = ?", (checkpoint_sha, model))
+            db.execute("DELETE FROM arena_shown WHERE left_answer IN (SELECT id FROM arena_answers WHERE current = 0) "
+                       "OR right_answer IN (SELECT id FROM arena_answers WHERE current = 0)")
+            return added
+
+    def next_match(self, annotator: str, rng: random.Random | None = None) -> Match | None:
+        """The annotator's open match, or a new one: the pair of current answers (same prompt, different
+        models) with the fewest votes that this annotator has not voted on; left and right drawn at random."""
+        with self._tx() as db:
+            aid = self._annotator_id(db, annotator)
+            row = db.execute("SELECT left_answer, right_answer FROM arena_shown WHERE annotator_id = ?", (aid,)).fetchone()
+            if row is None:
+                pick = db.execute(
+                    "SELECT x.id AS x, y.id AS y, "
+                    "  (SELECT count(*) FROM arena_votes v WHERE v.pair_key = min(x.id, y.id) || '-' || max(x.id, y.id)) AS n "
+                    "FROM arena_answers x JOIN arena_answers y "
+                    "  ON y.prompt_id = x.prompt_id AND y.model > x.model AND y.current = 1 "
+                    "WHERE x.current = 1 AND NOT EXISTS (SELECT 1 FROM arena_votes v WHERE v.annotator_id = ? "
+                    "  AND v.pair_key = min(x.id, y.id) || '-' || max(x.id, y.id)) "
+                    "ORDER BY n, random() LIMIT 1", (aid,)).fetchone()
+                if pick is None:
+                    return None
+                left, right = (pick["x"], pick["y"]) if (rng or random).random() < 0.5 else (pick["y"], pick["x"])
+                db.execute("INSERT INTO arena_shown (annotator_id, left_answer, right_answer, shown_at) VALUES (?, ?, ?, ?)",
+                           (aid, left, right, _now()))
+                row = {"left_answer": left, "right_answer": right}
+            texts = {r["id"]: (r["text"], r["row"]) for r in db.execute(
+                "SELECT a.id, a.text, p.row FROM arena_answers a JOIN prompts p ON p.id = a.prompt_id "
+                "WHERE a.id IN (?, ?)", (row["left_answer"], row["right_answer"]))}
+            left, right = row["left_answer"], row["right_answer"]
+            return Match(json.loads(texts[left][1]), left, right, [texts[left][0], texts[right][0]])
+
+    def arena_vote(self, annotator: str, left: int, right: int, choice: str) -> dict:
+        """Record the annotator's vote on their open match (choice a = left). Returns the vote with the two
+        model names, which the app reveals only now."""
+        if choice not in CHOICES:
+            raise StoreError(f"a vote is one of {', '.join(CHOICES)}, got {choice!r}")
+        with self._tx() as db:
+            aid = self._annotator_id(db, annotator)
+            shown = db.execute("SELECT shown_at FROM arena_shown WHERE annotator_id = ? AND left_answer = ? "
+                               "AND right_answer = ?", (aid, left, right)).fetchone()
+            if shown is None:
+                raise StoreError("this match is not the one open for you (voted already, or the models changed); "
+                                 "load the next match")
+            vid = db.execute("INSERT INTO arena_votes (annotator_id, left_answer, right_answer, choice, shown_at, "
+                             "voted_at, pair_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (aid, left, right, choice, shown["shown_at"], _now(),
+                              f"{min(left, right)}-{max(left, right)}")).lastrowid
+            db.execute("DELETE FROM arena_shown WHERE annotator_id = ?", (aid,))
+            names = dict(db.execute("SELECT id, model FROM arena_answers WHERE id IN (?, ?)", (left, right)).fetchall())
+            return {"id": vid, "left_model": names[left], "right_model": names[right], "choice": choice}
+
+    def arena_votes(self, current_only: bool = True) -> list[dict]:
+        """Votes with both sides' model, checkpoint and text; by default only between current answers."""
+        sql = ("SELECT v.id, n.name AS annotator, v.choice, v.shown_at, v.voted_at, l.prompt_id, "
+               "l.model AS left_model, r.model AS right_model, l.checkpoint_sha AS left_sha, r.checkpoint_sha AS right_sha, "
+               "v.left_answer, v.right_answer FROM arena_votes v JOIN annotators n ON n.id = v.annotator_id "
+               "JOIN arena_answers l ON l.id = v.left_answer JOIN arena_answers r ON r.id = v.right_answer")
+        if current_only:
+            sql += " WHERE l.current = 1 AND r.current = 1"
+        return [dict(r) for r in self._db().execute(sql + " ORDER BY v.id")]
+
+    def arena_answers(self, current_only: bool = True) -> list[dict]:
+        sql = "SELECT * FROM arena_answers" + (" WHERE current = 1" if current_only else "")
+        return [{**dict(r), "decoding": json.loads(r["decoding"])} for r in self._db().execute(sql + " ORDER BY id")]
+
     # ------------------------------------------------------------------ reading back
     def judgments(self, annotator: str | None = None) -> list[dict]:
         """Raw judgments joined with their item (prompt id, kind, candidate ids) and annotator name."""
@@ -394,7 +517,8 @@ class Store:
     def counts(self) -> dict:
         db = self._db()
         return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("annotators", "prompts", "candidates", "items", "assignments", "judgments")}
+                for t in ("annotators", "prompts", "candidates", "items", "assignments", "judgments",
+                          "arena_answers", "arena_votes")}
 
     def integrity(self) -> str:
         return self._db().execute("PRAGMA integrity_check").fetchone()[0]

@@ -131,3 +131,33 @@ def test_playground_temperature_slider_redraws_the_distribution_and_steps_a_toke
         page.get_by_role("option", name="dpo").click()
         expect(page.locator("#pg-compare-summary")).to_contain_text("KL(sft ‖ dpo)", timeout=15_000)
         page.screenshot(path=str(shots / "playground.png"), full_page=True)
+
+
+def test_arena_vote_is_blind_until_cast_and_stored_with_its_sides(tmp_path, browser):
+    from playwright.sync_api import expect
+    db = tmp_path / "labels.db"
+    store = fill_store(db, n_prompts=1)
+    prompt = {"id": "h1", "messages": [{"role": "user", "content": "What is 4 plus 1?"}], "task": "arithmetic",
+              "expected": 5, "a": 4, "b": 1, "op": "plus"}
+    store.add_prompts([prompt])
+    for model, text in (("sft", "4 plus 1 is 5."), ("dpo", "4 plus 1 is 6.")):
+        store.add_arena_answers(model, f"{model}-sha", [{"prompt_id": "h1", "text": text, "decoding": {}, "seed": 0}])
+    with running_app(db) as (url, _):
+        page = login(browser, url, "alice")
+        page.get_by_role("tab", name="Arena").click()
+        a = page.locator("#arena-a textarea")
+        expect(a).not_to_have_value("", timeout=15_000)
+        assert "What is 4 plus 1?" in page.locator("#arena-prompt textarea").input_value()
+        for name in ("sft", "dpo"):   # blind: no model name on the page before the vote
+            expect(page.locator("#arena-reveal")).not_to_contain_text(name)
+            assert name not in page.locator("#arena-a textarea").input_value() + page.locator("#arena-b textarea").input_value()
+        left_text = a.input_value()
+        page.locator("#arena-btn-a").click()
+        expect(page.locator("#arena-reveal")).to_contain_text("A was", timeout=15_000)
+        left = "sft" if left_text == "4 plus 1 is 5." else "dpo"
+        right = {"sft": "dpo", "dpo": "sft"}[left]
+        expect(page.locator("#arena-reveal")).to_contain_text(f"A was {left}, B was {right}")
+        expect(page.locator("#arena-reveal")).to_contain_text("No arena match left")
+    v = Store(db).arena_votes()
+    assert len(v) == 1 and (v[0]["annotator"], v[0]["choice"], v[0]["left_model"], v[0]["right_model"]) == \
+        ("alice", "a", left, right)

@@ -1,0 +1,94 @@
+"""The arena: blind matches between models' answers, votes stored with sides, retrained models, scripted votes."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from core.config import load_config
+from labeling_ui import arena
+from labeling_ui.config import LabelConfig
+from labeling_ui.store import Store, StoreError
+
+PROMPTS = [{"id": f"h{i}", "messages": [{"role": "user", "content": f"What is {i} plus 1?"}], "task": "arithmetic",
+            "expected": i + 1, "a": i, "b": 1, "op": "plus", "reference": f"{i} plus 1 is {i + 1}."} for i in range(2)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "labels.db")
+    for name in ("alice", "bob"):
+        s.add_annotator(name, f"{name}-password")
+    s.add_prompts(PROMPTS)
+    for model in ("sft", "dpo", "ppo"):
+        s.add_arena_answers(model, f"{model}-sha", [{"prompt_id": p["id"], "text": f"{model} says {p['id']}",
+                                                     "decoding": {"temperature": 0.7}, "seed": 1} for p in PROMPTS])
+    return s
+
+
+def test_matches_are_blind_pairs_of_models_and_votes_keep_their_sides(store):
+    m = store.next_match("alice", random.Random(0))
+    assert m.left != m.right and m.prompt["id"] in ("h0", "h1")
+    assert store.next_match("alice").left == m.left                        # a reload shows the same match
+    assert all(m.prompt["id"] in t for t in m.texts) and m.texts[0] != m.texts[1]
+    v = store.arena_vote("alice", m.left, m.right, "a")
+    assert v["left_model"] in m.texts[0] and v["right_model"] in m.texts[1] and v["left_model"] != v["right_model"]
+    with pytest.raises(StoreError, match="not the one open"):
+        store.arena_vote("alice", m.left, m.right, "a")                    # no second vote on the same match
+    row = store.arena_votes()[0]
+    assert (row["left_answer"], row["right_answer"], row["choice"], row["annotator"]) == (m.left, m.right, "a", "alice")
+    assert row["shown_at"] <= row["voted_at"]
+    with pytest.raises(StoreError, match="a vote is one of"):
+        store.arena_vote("bob", m.left, m.right, "left")
+
+
+def test_every_pair_once_per_annotator_fewest_votes_first_sides_random(store):
+    seen, lefts = set(), []
+    while (m := store.next_match("alice", random.Random(len(seen)))) is not None:
+        key = frozenset((m.left, m.right))
+        assert key not in seen
+        seen.add(key)
+        lefts.append(m.left)
+        store.arena_vote("alice", m.left, m.right, "tie")
+    assert len(seen) == 2 * 3                                              # 2 prompts x C(3, 2) model pairs
+    first = store.next_match("bob")
+    assert frozenset((first.left, first.right)) in seen                    # bob starts where the fewest votes are
+    sides = Counter(v["left_model"] for v in store.arena_votes())
+    assert len(sides) > 1                                                  # not one model always on the left
+
+
+def test_a_retrained_model_replaces_its_answers_and_old_votes_are_kept_aside(store):
+    m = store.next_match("alice", random.Random(1))
+    store.arena_vote("alice", m.left, m.right, "b")
+    voted = {store.arena_votes()[0]["left_model"], store.arena_votes()[0]["right_model"]}
+    model = sorted(voted)[0]
+    store.add_arena_answers(model, "new-sha", [{"prompt_id": p["id"], "text": f"{model} v2 {p['id']}",
+                                                "decoding": {}, "seed": 1} for p in PROMPTS])
+    assert store.arena_votes() == [] and len(store.arena_votes(current_only=False)) == 1
+    assert {a["checkpoint_sha"] for a in store.arena_answers() if a["model"] == model} == {"new-sha"}
+
+
+def test_seed_and_scripted_votes_on_micro_models(tmp_path, base_model_dir, world_dir, tokenizer):
+    from core.model import ModelConfig, build_model, save_checkpoint
+    other = tmp_path / "other"
+    save_checkpoint(build_model(ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                                            num_kv_heads=2, max_seq_len=128), tokenizer, seed=1), tokenizer, other)
+    cfg = load_config(LabelConfig, None, ["arena.per_task=2", "arena.max_new_tokens=6"])
+    db, prompts = tmp_path / "l.db", str(world_dir / "prompts_heldout.jsonl")
+    models = {"sft": str(base_model_dir), "dpo": str(other)}
+    m = arena.seed(cfg, models, prompts, str(db), str(tmp_path / "arena-seed"))
+    assert m["prompts"] == 8 and all(v["answers_added"] == 8 for v in m["models"].values())
+    assert (tmp_path / "arena-seed/DONE").exists()
+    again = arena.seed(cfg, models, prompts, str(db), str(tmp_path / "arena-seed"))
+    assert all(v["answers_added"] == 0 for v in again["models"].values())
+    votes = arena.auto(cfg, str(db), str(tmp_path / "arena-auto"))
+    assert votes["votes_added"] == 3 * 8 and votes["votes_current"] == 24    # 3 scripted annotators x 8 matches
+    assert sum(votes["choices"].values()) == 24
+
+
+def test_seed_refuses_a_single_model(tmp_path, base_model_dir, world_dir):
+    from core.config import UserError
+    cfg = load_config(LabelConfig, None, [])
+    with pytest.raises(UserError, match="at least two models"):
+        arena.seed(cfg, {"sft": str(base_model_dir)}, str(world_dir / "prompts_heldout.jsonl"), str(tmp_path / "l.db"),
+                   str(tmp_path / "out"))
