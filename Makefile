@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE := 1
 endif
 
 .PHONY: help install tcmalloc chromium all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
-	bench-label bench-playground clean distclean
+	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,7 +55,7 @@ chromium: ## install Debian's chromium for the browser tests if missing (needs r
 		(apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }) >/dev/null 2>&1; \
 	fi; command -v chromium >/dev/null || { echo "error: chromium is missing and could not be installed: apt-get install chromium chromium-driver" >&2; exit 1; }
 
-all: align ## run the whole chain on the default world (so far: world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo, ppo)
+all: $(RUNS)/eval/DONE ## run the whole chain on the default world: world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo, ppo -> arena -> eval
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
@@ -148,6 +148,33 @@ $(RUNS)/rloo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/rloo.yaml rlhf/rl
 		--out $(RUNS)/rloo $(call args,rloo)
 
 align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward model, DPO and PPO (make rloo for RLOO/GRPO)
+
+# ---------------------------------------------------------------- evaluation
+# The arena: base (the pretrained model), SFT and the aligned models answer the same held-out prompts.
+ARENA_MODELS = --model base=$(RUNS)/pretrain/model --model sft=$(RUNS)/sft/model --model dpo=$(RUNS)/dpo/model \
+	--model ppo=$(RUNS)/ppo/model $(if $(wildcard $(RUNS)/rloo/DONE),--model rloo=$(RUNS)/rloo/model)
+arena-seed: $(RUNS)/arena-seed/DONE ## the models answer the same held-out prompts, for blind votes in the app's Arena tab
+$(RUNS)/arena-seed/DONE: $(RUNS)/pretrain/DONE $(RUNS)/sft/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE labeling_ui/arena.py
+	$(PY) -m labeling_ui.arena seed --config $(LABEL) --db $(DB) --prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--out $(RUNS)/arena-seed $(ARENA_MODELS) $(call args,arena-seed)
+
+arena-auto: $(RUNS)/arena-auto/DONE ## the scripted annotators vote in the arena (no human needed)
+$(RUNS)/arena-auto/DONE: $(RUNS)/arena-seed/DONE
+	$(PY) -m labeling_ui.arena auto --config $(LABEL) --db $(DB) --out $(RUNS)/arena-auto $(call args,arena-auto)
+
+# The votes file is rewritten only when the votes changed, so the report is rebuilt only then.
+ARENA_EXPORT = $(PY) -m labeling_ui.arena export --config $(LABEL) --db $(DB) --out $(RUNS)/arena
+$(RUNS)/arena/votes.jsonl: $(RUNS)/arena-auto/DONE
+	$(ARENA_EXPORT)
+
+EVAL_DONE := $(RUNS)/eval/DONE
+$(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(CFG)/eval.yaml \
+		rlhf/evaluate.py core/compare.py core/ratings.py
+	$(PY) -m rlhf.evaluate --config $(CFG)/eval.yaml --runs $(RUNS) --world $(RUNS)/world --votes $(RUNS)/arena/votes.jsonl \
+		--out $(RUNS)/eval $(call args,eval $(EVAL_DONE))
+eval: $(RUNS)/arena-auto/DONE ## the report card: every model vs SFT, reward model, arena ratings, curves, provenance
+	$(ARENA_EXPORT)
+	@$(MAKE) --no-print-directory $(EVAL_DONE)
 
 test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest

@@ -5,9 +5,11 @@ Run:    make arena-seed     (python -m labeling_ui.arena seed --config configs/t
                              --model base=runs/tiny/pretrain/model --model sft=runs/tiny/sft/model ...)
         make label          (the app's Arena tab: two anonymous answers, vote, then see which models they were)
         make arena-auto     (python -m labeling_ui.arena auto --config ... --db ... --out runs/tiny/arena-auto)
+        make arena-export   (python -m labeling_ui.arena export --config ... --db ... --out runs/tiny/arena)
 Reads:  the models' checkpoints, held-out prompts (arena.per_task per task); the store's open matches
 Writes: into the labeling store: arena answers (model, checkpoint sha256, decoding, seed) and votes
-        (annotator, which answer was left / right, choice); <out>/config.yaml, metrics.json, DONE
+        (annotator, which answer was left / right, choice); <out>/config.yaml, metrics.json, DONE;
+        export: <out>/votes.jsonl (the votes between current answers, for `make eval`)
 
 Seeding is idempotent per checkpoint: a model whose checkpoint is unchanged is not asked again; a
 retrained one answers anew and its old answers (and their votes) leave the matchmaking, kept in the
@@ -17,6 +19,7 @@ store. `make eval` turns the votes between current answers into Bradley-Terry ra
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import secrets
 import sys
@@ -24,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from core.annotator import ScriptedAnnotator, first_per_task
-from core.artifacts import StageDir
+from core.artifacts import StageDir, atomic_write_text
 from core.config import UserError, load_config
 from core.data import load_rows
 from core.generation import Decoding, chat
@@ -90,9 +93,22 @@ def auto(cfg: LabelConfig, db: str, out: str) -> dict:
     return metrics
 
 
+def export(db: str, out: str) -> int:
+    """The votes between current answers as jsonl (<out>/votes.jsonl), for `make eval`. The file is
+    rewritten only when the votes changed, so make rebuilds the report only then."""
+    rows = [{k: v[k] for k in ("id", "annotator", "prompt_id", "left_model", "right_model", "left_sha", "right_sha",
+                               "choice", "shown_at", "voted_at")} for v in Store(db).arena_votes()]
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    path = Path(out) / "votes.jsonl"
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(path, text)
+    print(f"arena: {len(rows)} votes between current answers -> {path}")
+    return len(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["seed", "auto"])
+    ap.add_argument("command", choices=["seed", "auto", "export"])
     ap.add_argument("--config", required=True, help="configs/<scale>/label.yaml (the arena: section)")
     ap.add_argument("--db", required=True, help="labeling store (SQLite file)")
     ap.add_argument("--out", required=True, help="stage output directory")
@@ -106,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
             if not args.prompts:
                 raise UserError("arena seed needs --prompts (held-out prompt rows)")
             seed(cfg, named_checkpoints(args.model), args.prompts, args.db, args.out)
-        else:
+        elif args.command == "auto":
             auto(cfg, args.db, args.out)
+        else:
+            export(args.db, args.out)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -16,7 +16,8 @@ def test_make_all_micro(tmp_path):
     make = ["make", "all", "SCALE=micro", f"RUNS={runs}", f"DB={db}"]
     r = subprocess.run(make, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    for stage in ("world", "pretrain", "sft", "seed", "label-auto", "prefs", "reward", "dpo", "ppo"):
+    for stage in ("world", "pretrain", "sft", "seed", "label-auto", "prefs", "reward", "dpo", "ppo", "arena-seed",
+                  "arena-auto", "eval"):
         assert (runs / stage / "DONE").exists(), stage
     metrics = json.loads((runs / "pretrain" / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["task_probe"]["n"] == 8
@@ -33,6 +34,18 @@ def test_make_all_micro(tmp_path):
     assert dpo["steps"] == 3 and dpo["vs_sft"]["greedy, max_new_tokens=8"]["n"] == 8
     ppo = json.loads((runs / "ppo" / "metrics.json").read_text())
     assert ppo["steps_completed"] + (ppo["guard"] is not None) >= 1 and "kl" in ppo["vs_sft"]
+    # the report card: every section, built from what the stages wrote and the arena's votes
+    votes = (runs / "arena" / "votes.jsonl").read_text().splitlines()
+    assert len(votes) == 2 * 8 * 6                  # 2 scripted annotators x 8 prompts x C(4 models, 2)
+    report = (runs / "eval" / "report.md").read_text()
+    for section in ("## Did alignment help?", "## Reward model and the labels behind it", "## Arena: blind side-by-side",
+                    "## The same prompts, every model", "## Training", "Ceiling", "held-out perplexity"):
+        assert section in report, section
+    ev = json.loads((runs / "eval" / "metrics.json").read_text())
+    assert ev["models"] == ["base", "sft", "dpo", "ppo"] and ev["missing"] == ["rloo (make rloo)"]
+    assert ev["arena"]["votes"] == len(votes) and set(ev["arena"]["rating"]) == {"base", "sft", "dpo", "ppo"}
+    assert {"training_curves.png", "lengths.png", "ppo_reward_vs_kl.png"} <= {p.name for p in (runs / "eval/plots").iterdir()}
+    assert (runs / "eval" / "report.html").read_text().count("data:image/png;base64,") >= 5
     # a second `make all` finds everything up to date and runs nothing
     again = subprocess.run([*make, "--question"], cwd=ROOT)
     assert again.returncode == 0
