@@ -43,7 +43,8 @@ def test_make_all_micro(tmp_path):
         assert section in report, section
     ev = json.loads((runs / "eval" / "metrics.json").read_text())
     assert ev["models"] == ["base", "sft", "dpo", "ppo"] and ev["missing"] == ["rloo (make rloo)"]
-    assert ev["arena"]["votes"] == len(votes) and set(ev["arena"]["rating"]) == {"base", "sft", "dpo", "ppo"}
+    preferences = sum(json.loads(v)["choice"] != "both_bad" for v in votes)   # "both bad" rates nobody
+    assert ev["arena"]["votes"] == preferences and set(ev["arena"]["rating"]) == {"base", "sft", "dpo", "ppo"}
     assert {"training_curves.png", "lengths.png", "ppo_reward_vs_kl.png"} <= {p.name for p in (runs / "eval/plots").iterdir()}
     assert (runs / "eval" / "report.html").read_text().count("data:image/png;base64,") >= 5
     # a second `make all` finds everything up to date and runs nothing
