@@ -8,6 +8,7 @@ from labeling_ui.config import LabelConfig
 from pretrain.train import PretrainConfig
 from reward.train import RewardStageConfig
 from rlhf.dpo import DPOStageConfig
+from rlhf.evaluate import EvalConfig
 from rlhf.ppo import PPOStageConfig
 from rlhf.rloo import RLOOStageConfig
 from sft.train import SFTStageConfig
@@ -15,7 +16,7 @@ from sft.train import SFTStageConfig
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {"world": WorldConfig, "pretrain": PretrainConfig, "sft": SFTStageConfig, "label": LabelConfig,
            "reward": RewardStageConfig, "dpo": DPOStageConfig,
-           "ppo": PPOStageConfig, "rloo": RLOOStageConfig}  # stage name -> config class
+           "ppo": PPOStageConfig, "rloo": RLOOStageConfig, "eval": EvalConfig}  # stage name -> config class
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
