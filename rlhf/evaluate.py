@@ -176,7 +176,7 @@ def curves_figure(runs: Path):
             for tag in CURVES[s]:
                 pts = scalars(runs / s / "logs", tag)
                 if pts:
-                    ax.plot(*zip(*pts), label=tag.split("/", 1)[1], lw=1)
+                    ax.plot(*zip(*pts), label=tag, lw=1)
             ax.set_title(s)
             ax.set_xlabel("step")
             ax.legend(fontsize=7)
@@ -372,7 +372,7 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
     rep.h2("The same prompts, every model")
     key = str(decodings[0])
     shown = list(range(0, len(prompts), max(1, len(prompts) // max(1, cfg.samples))))[: cfg.samples]
-    rep.table(["prompt", *models], [[prompts[i]["messages"][-1]["content"][:160]] +
+    rep.table(["prompt", *models], [[prompts[i]["messages"][-1]["content"][:400]] +
                                     [answers[n][key][i].text[:200] for n in models] for i in shown])
 
     # -- training
