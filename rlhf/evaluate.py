@@ -93,8 +93,11 @@ def stage_provenance(stage_dir: Path) -> dict:
     m = json.loads((stage_dir / "metrics.json").read_text()) if (stage_dir / "metrics.json").exists() else {}
     rec = yaml.safe_load((stage_dir / "config.yaml").read_text()) if (stage_dir / "config.yaml").exists() else {}
     inputs = (rec or {}).get("inputs") or {}
+    m = {**(m.get("last_logged") or {}), **m}   # TRL stages log their samples/s there
     throughput = next((f"{m[k]:,} {unit}" for k, unit in (("train_tokens_per_s", "tokens/s"),
                                                           ("samples_per_s", "samples/s"),
+                                                          ("train_samples_per_s", "pairs/s"),
+                                                          ("train_samples_per_second", "samples/s"),
                                                           ("generated_tokens_per_s", "generated tokens/s")) if m.get(k)), "")
     return {"wall_time_s": m.get("wall_time_s"), "throughput": throughput, "git_commit": (rec or {}).get("git_commit"),
             "config_sha256": hashlib.sha256(json.dumps((rec or {}).get("config"), sort_keys=True).encode()).hexdigest()
@@ -234,6 +237,10 @@ def pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f} %"
 
 
+def _with_ci(r: dict) -> str:
+    return f"{100 * r['win_rate']:.0f} % ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f})"
+
+
 def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = None) -> dict:
     runs_dir, world_dir = Path(runs), Path(world)
     present = {name: runs_dir / stage for name, stage in MODELS if (runs_dir / stage / "DONE").exists()}
@@ -323,9 +330,9 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
         trows = []
         for name in models:
             e = per_model[name]["decodings"][key]
-            trows.append([name] + [("reference" if name == "sft" else pct(e["vs_sft_by_task"][t]["win_rate"])) +
+            trows.append([name] + [("reference" if name == "sft" else _with_ci(e["vs_sft_by_task"][t])) +
                                    f" / {pct(e['correct_by_task'][t])}" for t in tasks])
-        rep.p("Per task: win rate vs SFT / correct.")
+        rep.p("Per task: win rate vs SFT (95 % CI) / correct.")
         rep.table(["model", *tasks], trows)
 
     # -- reward model and labels
