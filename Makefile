@@ -82,7 +82,7 @@ $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/genera
 
 STAGE  ?= sft
 PROMPT ?= Tell me a story about Tom, a dog and the park.
-sample: $(VENV)/.installed ## print completions of STAGE's model for PROMPT (ARGS='--temperature 0.8 -n 3')
+sample: $(VENV)/.installed ## print completions of STAGE's model for PROMPT (ARGS='--temperature 0.8 -n 3 --show-top 10')
 	$(PY) -m tools.sample --model $(RUNS)/$(STAGE)/model --prompt "$(PROMPT)" $(if $(filter pretrain,$(STAGE)),--raw) $(ARGS)
 
 TEXT ?= Tom has a red ball. Tom went to the park with

@@ -4,8 +4,9 @@ Run:    make sample STAGE=sft PROMPT="What is 3 plus 4?" [ARGS="--temperature 0.
         python -m tools.sample --model runs/tiny/sft/model --prompt "What is 3 plus 4?" --temperature 0.8 -n 3
 
 A prompt goes through the chat template as one user turn; `--raw` continues the text as it is
-(how a base model is prompted: `make sample STAGE=pretrain` uses it). To see the next-token
-distribution behind a decoding setting, use `make inspect` (tools/inspect_model.py).
+(how a base model is prompted: `make sample STAGE=pretrain` uses it). `--show-top K` prints the
+K most likely first tokens: p under the model and under the decoder (after temperature, top-k,
+top-p); `make inspect` (tools/inspect_model.py) shows more of the model's inside.
 """
 
 from __future__ import annotations
@@ -16,15 +17,9 @@ import sys
 import torch
 
 from core.config import UserError
-from core.generation import Decoding, chat_prompt_ids, generate
-from core.model import load_causal_lm
-from core.tokenizer import load_tokenizer
-
-
-def prompt_ids(tokenizer, prompt: str, raw: bool) -> list[int]:
-    if raw:
-        return [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}])
+from core.generation import Decoding, generate
+from core.lens import Lens
+from tools.inspect_model import print_next
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,23 +33,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("-n", type=int, default=1, help="completions per prompt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--show-top", type=int, default=0, metavar="K", help="print the K most likely first tokens")
     args = ap.parse_args(argv)
     try:
         dec = Decoding(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
         dec.validate()
         if args.n < 1:
             raise UserError(f"-n must be >= 1, got {args.n}")
-        tokenizer = load_tokenizer(args.model)
-        model = load_causal_lm(args.model).eval()
+        lens = Lens(args.model)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(2)
     print(f"model: {args.model}\ndecoding: {dec}, seed={args.seed}, {'raw text' if args.raw else 'chat template'}")
     for prompt in args.prompt:
-        ids = prompt_ids(tokenizer, prompt, args.raw)
+        ids = lens.encode(prompt, chat=not args.raw)
         print(f"\nprompt: {prompt!r}")
-        for j, c in enumerate(generate(model, tokenizer, [ids] * args.n, dec, seed=args.seed)):
+        if args.show_top:
+            print("first next token:")
+            print_next(lens, lens.next_token(ids, dec), args.show_top)
+        for j, c in enumerate(generate(lens.model, lens.tokenizer, [ids] * args.n, dec, seed=args.seed)):
             end = "ended with EOS" if c.finished else f"stopped at max_new_tokens={dec.max_new_tokens}"
             print(f"[{j + 1}] {c.text}\n    ({len(c.token_ids)} tokens, {end}, log p = {sum(c.logprobs):.2f})")
 
