@@ -62,13 +62,20 @@ def elo(strengths: dict[str, float], anchor: str | None = None) -> dict[str, flo
 
 
 def ratings(votes: list[tuple[str, str, str]], models: list[str], anchor: str | None = None,
-            n_boot: int = 500, seed: int = 0) -> dict:
-    """Elo-scale ratings with 95 % bootstrap intervals (votes resampled) and the empirical win matrix."""
+            n_boot: int = 500, seed: int = 0, groups: list[str] | None = None) -> dict:
+    """Elo-scale ratings with 95 % bootstrap intervals and the empirical win matrix. With `groups` (one
+    label per vote, e.g. its prompt) whole groups are resampled: votes on the same prompt are not
+    independent (several annotators, one pair of answers), and resampling them one by one would
+    make the interval too narrow."""
     point = elo(bradley_terry(votes, models), anchor)
     rng = random.Random(seed)
+    clusters: dict[str, list] = {}
+    for i, v in enumerate(votes):
+        clusters.setdefault(groups[i] if groups else str(i), []).append(v)
+    keys = list(clusters)
     boots = {m: [] for m in models}
     for _ in range(n_boot if votes else 0):
-        sample = [votes[rng.randrange(len(votes))] for _ in votes]
+        sample = [v for _ in keys for v in clusters[keys[rng.randrange(len(keys))]]]
         for m, r in elo(bradley_terry(sample, models), anchor).items():
             boots[m].append(r)
     wins, games = win_totals(votes, models)

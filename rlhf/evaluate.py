@@ -358,15 +358,15 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
 
     # -- arena
     rep.h2("Arena: blind side-by-side votes")
-    votes = [(v["left_model"], v["right_model"], v["choice"]) for v in load_rows(votes)] \
-        if votes and Path(votes).exists() and Path(votes).stat().st_size else []
+    rows = load_rows(votes) if votes and Path(votes).exists() and Path(votes).stat().st_size else []
+    votes = [(v["left_model"], v["right_model"], v["choice"]) for v in rows]
     if votes:
         names = sorted({v[0] for v in votes} | {v[1] for v in votes})
-        ar = ratings(votes, names, anchor="sft", n_boot=200, seed=cfg.seed)
+        ar = ratings(votes, names, anchor="sft", n_boot=200, seed=cfg.seed, groups=[v["prompt_id"] for v in rows])
         metrics["arena"] = ar
         order = sorted(names, key=lambda n: -ar["rating"][n])
         rep.p(f"{ar['votes']} votes (ties count half; 'both bad' carries no preference). Bradley-Terry ratings on the "
-              "Elo scale, SFT = 1000, 95 % bootstrap CI over votes.")
+              "Elo scale, SFT = 1000, 95 % bootstrap CI over prompts (all votes on a prompt resampled together).")
         rep.table(["model", "rating", "95 % CI", "votes"],
                   [[n, f"{ar['rating'][n]:.0f}", f"{ar['ci95'][n][0]:.0f}-{ar['ci95'][n][1]:.0f}",
                     sum(ar["games"][n].values())] for n in order])

@@ -46,3 +46,12 @@ def test_prior_keeps_a_model_without_wins_finite_and_intervals_hold_the_estimate
     lo, hi = r["ci95"]["b"]
     assert r["rating"]["a"] == pytest.approx(1000) and lo < r["rating"]["b"] < hi and lo > 1000
     assert r["votes"] == 400 and r["win_rate"]["b"]["a"] == pytest.approx(2 / 3, abs=0.07)
+
+
+def test_resampling_whole_prompts_widens_the_interval_of_correlated_votes():
+    base = simulate({"a": 1.0, "b": 1.5}, 100, seed=3)
+    votes = [v for v in base for _ in range(3)]               # three annotators agree on every prompt
+    groups = [str(i) for i in range(len(base)) for _ in range(3)]
+    flat = ratings(votes, ["a", "b"], anchor="a", n_boot=300)["ci95"]["b"]
+    grouped = ratings(votes, ["a", "b"], anchor="a", n_boot=300, groups=groups)["ci95"]["b"]
+    assert grouped[1] - grouped[0] > 1.4 * (flat[1] - flat[0])   # ~sqrt(3) wider
