@@ -34,14 +34,24 @@ def world_dir(tmp_path_factory, micro_world):
     return out
 
 
+def micro_checkpoint(out, tokenizer, seed: int = 0):
+    """An untrained micro Llama (same shape everywhere in the tests) saved as a checkpoint at `out`."""
+    from core.model import ModelConfig, build_model, save_checkpoint
+    cfg = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2, max_seq_len=128)
+    save_checkpoint(build_model(cfg, tokenizer, seed=seed), tokenizer, out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def base_model_dir(tmp_path_factory, tokenizer):
     """An untrained micro Llama saved as a checkpoint, standing in for the pretrain stage's model/."""
-    from core.model import ModelConfig, build_model, save_checkpoint
-    out = tmp_path_factory.mktemp("base") / "model"
-    cfg = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2, max_seq_len=128)
-    save_checkpoint(build_model(cfg, tokenizer, seed=0), tokenizer, out)
-    return out
+    return micro_checkpoint(tmp_path_factory.mktemp("base") / "model", tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory, tokenizer):
+    """A second micro checkpoint (other weights, same tokenizer): a stand-in aligned model to compare with."""
+    return micro_checkpoint(tmp_path_factory.mktemp("other") / "model", tokenizer, seed=1)
 
 
 def write_pairs(path, rows):

@@ -17,15 +17,6 @@ def lens(base_model_dir):
     return Lens(base_model_dir, "base")
 
 
-@pytest.fixture(scope="module")
-def other_dir(tmp_path_factory, tokenizer):
-    from core.model import ModelConfig, build_model, save_checkpoint
-    out = tmp_path_factory.mktemp("other") / "model"
-    cfg = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2, max_seq_len=128)
-    save_checkpoint(build_model(cfg, tokenizer, seed=1), tokenizer, out)
-    return out
-
-
 def test_next_token_is_the_models_own_softmax_and_sums_to_one(lens):
     ids = lens.encode(CONTEXT, chat=False)
     assert ids[0] == lens.tokenizer.bos_token_id and lens.tokenizer.decode(ids[1:]) == CONTEXT
@@ -121,8 +112,8 @@ def test_token_lookup_by_text_or_id(lens):
         lens.token_id("99999")
 
 
-def test_compare_two_checkpoints(lens, other_dir, tmp_path):
-    b = Lens(other_dir, "other")
+def test_compare_two_checkpoints(lens, other_model_dir, tmp_path):
+    b = Lens(other_model_dir, "other")
     check_comparable(lens, b)
     ids = lens.encode(CONTEXT, chat=False)
     pa, pb = lens.next_token(ids).p_model, b.next_token(ids).p_model

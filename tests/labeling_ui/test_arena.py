@@ -68,14 +68,10 @@ def test_a_retrained_model_replaces_its_answers_and_old_votes_are_kept_aside(sto
     assert {a["checkpoint_sha"] for a in store.arena_answers() if a["model"] == model} == {"new-sha"}
 
 
-def test_seed_and_scripted_votes_on_micro_models(tmp_path, base_model_dir, world_dir, tokenizer):
-    from core.model import ModelConfig, build_model, save_checkpoint
-    other = tmp_path / "other"
-    save_checkpoint(build_model(ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                                            num_kv_heads=2, max_seq_len=128), tokenizer, seed=1), tokenizer, other)
+def test_seed_and_scripted_votes_on_micro_models(tmp_path, base_model_dir, other_model_dir, world_dir):
     cfg = load_config(LabelConfig, None, ["arena.per_task=2", "arena.max_new_tokens=6"])
     db, prompts = tmp_path / "l.db", str(world_dir / "prompts_heldout.jsonl")
-    models = {"sft": str(base_model_dir), "dpo": str(other)}
+    models = {"sft": str(base_model_dir), "dpo": str(other_model_dir)}
     m = arena.seed(cfg, models, prompts, str(db), str(tmp_path / "arena-seed"))
     assert m["prompts"] == 8 and all(v["answers_added"] == 8 for v in m["models"].values())
     assert (tmp_path / "arena-seed/DONE").exists()

@@ -91,17 +91,13 @@ def test_annotator_judges_ranks_corrects_and_is_refused_the_admin_page(tmp_path,
 
 
 def test_playground_temperature_slider_redraws_the_distribution_and_steps_a_token(tmp_path, browser, base_model_dir,
-                                                                                  tokenizer):
+                                                                                  other_model_dir, tokenizer):
     from playwright.sync_api import expect
 
-    from core.model import ModelConfig, build_model, save_checkpoint
-    other = tmp_path / "other"
-    save_checkpoint(build_model(ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                                            num_kv_heads=2, max_seq_len=128), tokenizer, seed=1), tokenizer, other)
     db = tmp_path / "labels.db"
     fill_store(db, n_prompts=1)
     shots = Path(os.environ.get("LABEL_SCREENSHOTS", tmp_path))
-    with running_app(db, models={"sft": str(base_model_dir), "dpo": str(other)}) as (url, _):
+    with running_app(db, models={"sft": str(base_model_dir), "dpo": str(other_model_dir)}) as (url, _):
         page = login(browser, url, "alice")
         page.get_by_role("tab", name="Playground").click()
         expect(page.locator("#pg-next table")).to_be_visible(timeout=30_000)
