@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc chromium all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
+.PHONY: help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
 help: ## list the targets
@@ -54,6 +54,12 @@ chromium: ## install Debian's chromium for the browser tests if missing (needs r
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }) >/dev/null 2>&1; \
 	fi; command -v chromium >/dev/null || { echo "error: chromium is missing and could not be installed: apt-get install chromium chromium-driver" >&2; exit 1; }
+
+postgres: ## install Debian's postgresql if missing (the store's PostgreSQL tests start their own server; needs root + apt)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq postgresql || { apt-get update -qq && apt-get install -y -qq postgresql; }) >/dev/null 2>&1; \
+	fi; ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "error: postgresql is missing and could not be installed: apt-get install postgresql" >&2; exit 1; }
 
 all: $(RUNS)/eval/DONE ## run the whole chain on the default world: world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo, ppo -> arena -> eval
 
@@ -176,7 +182,7 @@ eval: $(RUNS)/arena-auto/DONE ## the report card: every model vs SFT, reward mod
 	$(ARENA_EXPORT)
 	@$(MAKE) --no-print-directory $(EVAL_DONE)
 
-test: $(VENV)/.installed chromium ## run all tests (unit, stage smoke, end-to-end, browser)
+test: $(VENV)/.installed chromium postgres ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed ## print the pretraining speed table (project step vs plain eager vs nanoGPT-style)
@@ -186,7 +192,7 @@ bench-playground: $(VENV)/.installed ## print the Playground's response time per
 	@test -n "$(PLAYGROUND)" || { echo "error: no finished stage under $(RUNS): run make sft first" >&2; exit 2; }
 	$(PY) -m bench.playground --config $(LABEL) $(subst --model ,--model=,$(PLAYGROUND)) $(ARGS)
 
-bench-label: $(VENV)/.installed ## print labeling latency (20 concurrent annotators vs the app) and seeding speed
+bench-label: $(VENV)/.installed postgres ## print labeling latency (20 concurrent annotators vs the app; SQLite and PostgreSQL) and seeding speed
 	$(PY) -m bench.label --config $(LABEL) --model $(RUNS)/sft/model $(ARGS)
 
 clean: ## delete runs/ (model artifacts); never touches data/ (labels)

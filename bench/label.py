@@ -11,7 +11,9 @@ Run:    make bench-label      (python -m bench.label --config configs/tiny/label
    ~20 judgments/s, several times what 20 people produce) and flat out (no reading time: the
    saturation throughput); and gradio_client flat out, which adds its own polling delay per call.
    Prints p50 / p95 / p99 latency, judgments/s and the app's CPU per submit (goal: p95 < 250 ms).
-   Clients and server share this machine's cores.
+   Every row runs on a SQLite store and on PostgreSQL (a throwaway local server, tools/pg_local.py),
+   and PostgreSQL once more with the annotators split over two app processes (the team set-up).
+   Clients, app(s) and database share this machine's cores.
 2. Seeding: k candidates x max_new_tokens for one prompt with the model given (the seed stage's
    own call, one decoding per candidate), median of several runs (goal: < 1.5 s for 4 x 48 tokens).
    Also with an untrained model of the same shape, which never stops early, so all 48 tokens are paid.
@@ -42,6 +44,7 @@ from core.config import load_config
 from core.generation import Decoding, chat
 from labeling_ui.config import LabelConfig
 from labeling_ui.store import Store
+from tools.pg_local import PostgresMissing, local_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +58,7 @@ def matmul_gflops() -> float:
     return 10 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
 
 
-def _fill(db: Path, annotators: int, items: int) -> None:
+def _fill(db: Path | str, annotators: int, items: int) -> None:
     store = Store(db)
     store.add_annotator("boss", "boss-password", "admin")
     for i in range(annotators):
@@ -130,12 +133,13 @@ def serve_app(cfg_path: str, db: Path, *args: str):
         proc.wait()
 
 
-def submit_latency(cfg_path: str, annotators: int, seconds: float, session_cls, think_s: float = 0.0) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-label-"))
-    db = tmp / "labels.db"
+def submit_latency(cfg_path: str, db: Path | str, annotators: int, seconds: float, session_cls, think_s: float = 0.0,
+                   workers: int = 1) -> dict:
     _fill(db, annotators, items=annotators * 300)
-    with serve_app(cfg_path, db) as (url, pid):
-        sessions = [session_cls(url, f"ann{i:02d}", f"ann{i:02d}-password") for i in range(annotators)]
+    with contextlib.ExitStack() as apps:
+        served = [apps.enter_context(serve_app(cfg_path, db)) for _ in range(workers)]
+        pids = [pid for _, pid in served]
+        sessions = [session_cls(served[i % workers][0], f"ann{i:02d}", f"ann{i:02d}-password") for i in range(annotators)]
         for sess in sessions:
             sess.call("start", [])
         lat: list[float] = []
@@ -156,14 +160,14 @@ def submit_latency(cfg_path: str, annotators: int, seconds: float, session_cls, 
                 if think_s:  # reading time, jittered so annotators do not submit in lockstep
                     time.sleep(think_s * pause.uniform(0.5, 1.5))
 
-        cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
+        cpu0, t0 = sum(map(_cpu_seconds, pids)), time.perf_counter()
         threads = [threading.Thread(target=run, args=(sess,)) for sess in sessions]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        server_cpu = _cpu_seconds(pid) - cpu0
+        server_cpu = sum(map(_cpu_seconds, pids)) - cpu0
         stored = Store(db).counts()["judgments"]
     q = statistics.quantiles(lat, n=100)
     return {"submits": len(lat), "stored": stored, "errors": len(errors), "wall_s": wall,
@@ -205,16 +209,28 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     g0 = matmul_gflops()
 
-    print(f"\nSubmit latency: {args.annotators} concurrent annotators -> the app process, {args.seconds:g} s each "
+    print(f"\nSubmit latency: {args.annotators} concurrent annotators -> the app process(es), {args.seconds:g} s each "
           "(a submit = store the judgment + load the next item; goal p95 < 250 ms)")
-    print(f"{'client, pace':<28} {'submits':>8} {'stored':>7} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-          f"{'judgments/s':>12} {'server CPU ms/submit':>21}")
-    for label, cls, think in (("browser protocol, 1 s think", BrowserSession, 1.0),
-                              ("browser protocol, no think", BrowserSession, 0.0),
-                              ("gradio_client, no think", ClientSession, 0.0)):
-        r = submit_latency(args.config, args.annotators, args.seconds, cls, think)
-        print(f"{label:<28} {r['submits']:>8} {r['stored']:>7} {r['errors']:>6} {r['p50_ms']:>8.1f} "
-              f"{r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['per_s']:>12.1f} {r['server_cpu_ms']:>21.1f}")
+    print(f"{'store':<10} {'apps':>4}  {'client, pace':<28} {'submits':>8} {'stored':>7} {'errors':>6} {'p50 ms':>8} "
+          f"{'p95 ms':>8} {'p99 ms':>8} {'judgments/s':>12} {'app CPU ms/submit':>18}")
+    runs = [(b, 1, label, cls, think) for b in ("sqlite", "postgres")
+            for label, cls, think in (("browser protocol, 1 s think", BrowserSession, 1.0),
+                                      ("browser protocol, no think", BrowserSession, 0.0),
+                                      ("gradio_client, no think", ClientSession, 0.0))]
+    runs.append(("postgres", 2, "browser protocol, no think", BrowserSession, 0.0))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-label-"))
+    with contextlib.ExitStack() as stack:
+        try:
+            pg = stack.enter_context(local_postgres(tmp))
+        except PostgresMissing as e:
+            print(f"(postgres rows skipped: {e})")
+            runs = [r for r in runs if r[0] == "sqlite"]
+        for n, (backend, workers, label, cls, think) in enumerate(runs):
+            db = tmp / f"labels{n}.db" if backend == "sqlite" else pg.new_database(f"labels{n}")
+            r = submit_latency(args.config, db, args.annotators, args.seconds, cls, think, workers)
+            print(f"{backend:<10} {workers:>4}  {label:<28} {r['submits']:>8} {r['stored']:>7} {r['errors']:>6} "
+                  f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['per_s']:>12.1f} "
+                  f"{r['server_cpu_ms']:>18.1f}")
     if args.skip_seed:
         return
 

@@ -341,7 +341,7 @@ def _trim_gradio_per_event_cost() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The labeling app (Gradio).")
     parser.add_argument("--config", required=True, help="YAML file of knobs (configs/<scale>/label.yaml)")
-    parser.add_argument("--db", required=True, help="labeling store (SQLite file)")
+    parser.add_argument("--db", required=True, help="labeling store (SQLite file or postgresql:// URL)")
     parser.add_argument("--export-out", help="where the admin's Export button writes (runs/<scale>/prefs)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="a checkpoint for the Playground tab (repeat: base=runs/tiny/pretrain/model ...)")
@@ -352,13 +352,13 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(LabelConfig, args.config, args.overrides)
         store = Store(args.db, lease_s=cfg.app.lease_s)
         if not any(a["role"] == "admin" for a in store.annotators()):
-            raise UserError(f"{args.db}: no admin account yet; create one with "
+            raise UserError(f"{store.where}: no admin account yet; create one with "
                             "`make user NAME=<name> ROLE=admin` (it asks for the password)")
     except UserError as e:  # StoreError is one too
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     counts = store.counts()
-    print(f"labeling store {args.db}: {counts['items']} items, {counts['judgments']} judgments, "
+    print(f"labeling store {store.where}: {counts['items']} items, {counts['judgments']} judgments, "
           f"{counts['annotators']} accounts", flush=True)
     _trim_gradio_per_event_cost()
     demo = build_app(store, cfg, args.export_out, args.db, models)

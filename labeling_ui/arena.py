@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["seed", "auto", "export"])
     ap.add_argument("--config", required=True, help="configs/<scale>/label.yaml (the arena: section)")
-    ap.add_argument("--db", required=True, help="labeling store (SQLite file)")
+    ap.add_argument("--db", required=True, help="labeling store (SQLite file or postgresql:// URL)")
     ap.add_argument("--out", required=True, help="stage output directory")
     ap.add_argument("--prompts", help="held-out prompt rows (seed)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="a model to answer (seed; repeat)")

@@ -72,4 +72,4 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
 
 
 if __name__ == "__main__":
-    cli(main, LabelConfig, {"db": "labeling store (SQLite file)", "out": "stage output directory"}, __doc__)
+    cli(main, LabelConfig, {"db": "labeling store (SQLite file or postgresql:// URL)", "out": "stage output directory"}, __doc__)

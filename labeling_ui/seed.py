@@ -128,6 +128,6 @@ def score_items(store: Store, reward_model: str, checkpoint_sha: str, batch_size
 
 if __name__ == "__main__":
     cli(main, LabelConfig, {"model": "policy checkpoint directory", "prompts": "prompt rows (jsonl)",
-                            "db": "labeling store (SQLite file)", "out": "stage output directory",
+                            "db": "labeling store (SQLite file or postgresql:// URL)", "out": "stage output directory",
                             "reward_model": "reward model checkpoint (optional: item margins for active sampling)"},
         __doc__, optional=("reward_model",))

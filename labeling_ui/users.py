@@ -27,7 +27,7 @@ def _password() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, help="labeling store (SQLite file)")
+    parser.add_argument("--db", required=True, help="labeling store (SQLite file or postgresql:// URL)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     add = sub.add_parser("add", help="create an account")
     add.add_argument("name")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         store = Store(args.db)
         if args.cmd == "add":
             store.add_annotator(args.name, _password(), args.role)
-            print(f"created {args.role} {args.name} in {args.db}")
+            print(f"created {args.role} {args.name} in {store.where}")
         elif args.cmd == "passwd":
             store.set_password(args.name, _password())
             print(f"password of {args.name} changed")

@@ -1,11 +1,15 @@
-"""Fixtures for the labeling app: a store filled without any model, and the app as a real server process."""
+"""Fixtures for the labeling app: a store filled without any model, on SQLite and on a real PostgreSQL server
+started for the session (Debian's postgresql, loopback, throwaway data directory), and the app as a real server
+process."""
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -13,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from labeling_ui.store import Store
+from tools.pg_local import local_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = ['<script>window.__pwned = 1</script>5.', '<img src=x onerror="window.__pwned = 1">2 plus 3 is 5.']
@@ -52,7 +57,7 @@ def running_app(db, port: int | None = None, *overrides: str, models: dict | Non
     `models` ({name: checkpoint dir}) go to the Playground tab."""
     port = port or free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    log = open(Path(db).with_suffix(f".{port}.log"), "w")
+    log = tempfile.NamedTemporaryFile("w", prefix="app-", suffix=f".{port}.log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "labeling_ui.app", "--config", str(ROOT / "configs/tiny/label.yaml"),
                              "--db", str(db), *(f"--model={n}={p}" for n, p in (models or {}).items()),
                              f"app.port={port}", *overrides],
@@ -78,6 +83,32 @@ def running_app(db, port: int | None = None, *overrides: str, models: dict | Non
         log.close()
 
 
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    with local_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def label_db(request, tmp_path):
+    """An empty label store location on each backend: a SQLite path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return tmp_path / "labels.db"
+    return request.getfixturevalue("postgres_server").new_database(f"labels{next(_databases)}")
+
+
+def raw_sql(store: Store):
+    """A connection to the store's database that bypasses the Store API (same `?` placeholders on both)."""
+    if store.postgres:
+        from labeling_ui.store import _Postgres
+        return _Postgres(store._url)
+    import sqlite3
+    return sqlite3.connect(store.path, isolation_level=None)
+
+
 @pytest.fixture
-def store(tmp_path):
-    return fill_store(tmp_path / "labels.db")
+def store(label_db):
+    return fill_store(label_db)

@@ -15,8 +15,8 @@ PROMPTS = [{"id": f"h{i}", "messages": [{"role": "user", "content": f"What is {i
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "labels.db")
+def store(label_db):
+    s = Store(label_db)
     for name in ("alice", "bob"):
         s.add_annotator(name, f"{name}-password")
     s.add_prompts(PROMPTS)

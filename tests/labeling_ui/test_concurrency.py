@@ -56,9 +56,9 @@ def check(db, acks: list[tuple[int, int]], names: list[str]) -> Counter:
 
 
 @pytest.mark.parametrize("lease_s", [1800.0, 0.0], ids=["leases", "no-leases-every-submit-races"])
-def test_twenty_threads(tmp_path, lease_s):
+def test_twenty_threads(label_db, lease_s):
     names = [f"ann{i:02d}" for i in range(N_ANNOTATORS)]
-    db = tmp_path / "l.db"
+    db = label_db
     fill_store(db, n_prompts=60, overlap=3, users=names)
     results = [None] * N_ANNOTATORS
     deadline = time.time() + SECONDS
@@ -76,9 +76,9 @@ def test_twenty_threads(tmp_path, lease_s):
     assert len(acks) == 60 * 3 and set(per_item.values()) == {3}  # and every slot got filled in time
 
 
-def test_twenty_processes(tmp_path):
+def test_twenty_processes(label_db):
     names = [f"ann{i:02d}" for i in range(N_ANNOTATORS)]
-    db = tmp_path / "l.db"
+    db = label_db
     fill_store(db, n_prompts=40, overlap=3, users=names)
     deadline = time.time() + SECONDS + 10  # process start-up included
     with mp.get_context("spawn").Pool(N_ANNOTATORS) as pool:
@@ -88,9 +88,8 @@ def test_twenty_processes(tmp_path):
     assert len(acks) == 40 * 3 and set(per_item.values()) == {3}
 
 
-def test_a_store_error_never_leaves_a_half_written_judgment(tmp_path):
-    db = tmp_path / "l.db"
-    store = fill_store(db, n_prompts=2)
+def test_a_store_error_never_leaves_a_half_written_judgment(label_db):
+    store = fill_store(label_db, n_prompts=2)
     shown = store.next_item("alice", "pair")
     with pytest.raises(StoreError):
         store.submit("alice", shown.item_id, choice="a", flags=["nope"])

@@ -14,9 +14,9 @@ from tests.labeling_ui.conftest import PASSWORDS, fill_store, running_app
 SAVED = re.compile(r"Saved judgment (\d+) \(item (\d+)")
 
 
-def test_acknowledged_judgments_survive_kill_9(tmp_path):
+def test_acknowledged_judgments_survive_kill_9(label_db):
     names = [f"ann{i}" for i in range(6)]
-    db = tmp_path / "labels.db"
+    db = label_db
     fill_store(db, n_prompts=400, overlap=3, users=["boss", *names])
     acks: list[tuple[int, int]] = []
     errors: list[str] = []
