@@ -19,6 +19,12 @@ export GRADIO_ANALYTICS_ENABLED := False
 # tcmalloc makes small-model CPU training 10-30 % faster (allocator churn); used when present.
 TCMALLOC := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4))
 TRAIN := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
+# Training stages on many devices: `make sft NPROC=8` runs `accelerate launch` with configs/accelerate/$(DIST).yaml
+# (DIST=ddp | fsdp | zero2 | zero3). Batch sizes in the configs are per process.
+NPROC ?= 1
+DIST  ?= ddp
+LAUNCH = $(if $(filter 1,$(NPROC)),$(TRAIN),$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(VENV)/bin/accelerate launch \
+	--config_file configs/accelerate/$(DIST).yaml --num_processes $(NPROC))
 
 ifeq ($(SCALE),tiny)
 # The tiny default never touches a hub: fail loudly instead of downloading.
@@ -31,7 +37,8 @@ endif
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  (SCALE=tiny|gpu picks configs/<scale>/ and runs/<scale>/; ARGS='train.max_steps=10' overrides knobs of the stage you name)"
+	@echo "  (SCALE=tiny|gpu picks configs/<scale>/ and runs/<scale>/; ARGS='train.max_steps=10' overrides knobs of the stage you name;"
+	@echo "   NPROC=8 DIST=ddp|fsdp|zero2|zero3 runs training stages under accelerate launch; DB=postgresql://... for a team's label store)"
 
 install: $(VENV)/.installed ## create .venv and install the pinned dependencies
 
@@ -69,7 +76,7 @@ $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/
 
 pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
 $(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/tokenizer.py
-	$(TRAIN) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
+	$(LAUNCH) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
 		--heldout $(RUNS)/world/corpus_heldout.jsonl --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/pretrain $(call args,pretrain)
 
@@ -82,7 +89,7 @@ $(RUNS)/prefs/corrections.jsonl:
 	@echo "error: $@ is missing: label (make label or make label-auto), then make export" >&2; exit 2
 sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes; WITH_CORRECTIONS=1)
 $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py core/training.py $(CORRECTIONS)
-	$(TRAIN) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data $(RUNS)/world/sft.jsonl \
+	$(LAUNCH) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data $(RUNS)/world/sft.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft \
 		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(call args,sft)
 
@@ -132,24 +139,24 @@ export: $(VENV)/.installed ## write preference pairs + corrections from the labe
 # ---------------------------------------------------------------- alignment
 reward: $(RUNS)/reward/DONE ## train the reward model on the exported preference pairs (starts from the SFT model)
 $(RUNS)/reward/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
-	$(TRAIN) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
+	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
 		--test $(RUNS)/prefs/test.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/reward \
 		$(call args,reward)
 
 dpo: $(RUNS)/dpo/DONE ## align the SFT policy with DPO on the preference pairs; reports win rate vs SFT, KL, diversity
 $(RUNS)/dpo/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py
-	$(TRAIN) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
+	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
 
 ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
 $(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/ppo.yaml rlhf/ppo.py core/ppo_math.py core/compare.py
-	$(TRAIN) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
+	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
 		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/ppo $(call args,ppo)
 
 rloo: $(RUNS)/rloo/DONE ## critic-free alignment against the reward model with TRL (method: rloo | grpo)
 $(RUNS)/rloo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/rloo.yaml rlhf/rloo.py core/compare.py core/training.py
-	$(TRAIN) -m rlhf.rloo --config $(CFG)/rloo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
+	$(LAUNCH) -m rlhf.rloo --config $(CFG)/rloo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
 		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/rloo $(call args,rloo)
 

@@ -9,7 +9,8 @@ runs/<scale>/<stage>/
 
 `StageDir.start()` removes a stale DONE before any work, so a crashed rerun is never marked done;
 `StageDir.finish()` writes metrics.json and then DONE. All writes go through a temp file + rename,
-so a reader never sees half a file.
+so a reader never sees half a file. Under a multi-process launch every process calls both; only the
+main process writes, and `start` returns on every process once it has.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from core import distributed
 from core.config import to_dict
 
 
@@ -98,6 +100,13 @@ class StageDir:
         core/) are unchanged since they were written; resuming a run made by other settings or
         other code would silently mix two experiments.
         """
+        distributed.ensure_initialized()
+        if distributed.is_main():
+            self._start(cfg, inputs, resume_state, stage_file)
+        distributed.barrier()
+        self.t0 = time.time()
+
+    def _start(self, cfg, inputs, resume_state, stage_file) -> None:
         self.done.unlink(missing_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         record = {"config": to_dict(cfg), "git_commit": git_commit(),
@@ -114,9 +123,10 @@ class StageDir:
                 shutil.rmtree(self.root / d)
         atomic_write_text(stamp, fingerprint + "\n")
         atomic_write_text(self.root / "config.yaml", yaml.safe_dump(record, sort_keys=False))
-        self.t0 = time.time()
 
     def finish(self, metrics: dict) -> None:
+        if not distributed.is_main():
+            return
         metrics = {**metrics, "wall_time_s": round(time.time() - self.t0, 2)}
         write_json(self.root / "metrics.json", metrics)
         atomic_write_text(self.done, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")

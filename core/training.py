@@ -51,7 +51,8 @@ def trl_args(t: TrainSettings, seed: int, out) -> dict:
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         use_cpu=not torch.cuda.is_available(), bf16=t.bf16, activation_checkpointing=t.activation_checkpointing,
         logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every, save_total_limit=t.keep_checkpoints,
-        eval_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False)
+        eval_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False,
+        ddp_find_unused_parameters=False)  # every parameter gets a gradient; the search only costs time
 
 
 def last_checkpoint(checkpoints) -> str | None:

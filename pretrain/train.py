@@ -13,6 +13,11 @@ Documents are wrapped as <bos> text <eos> and packed back to back into blocks of
 (no padding; attention runs across document boundaries, as in GPT-style pretraining). The data order
 is a function of (seed, step), so a resumed run sees exactly the batches the crashed run would have.
 Rerunning after a crash resumes from the newest checkpoint in <out>/checkpoints.
+
+Many devices: `make pretrain NPROC=8` (accelerate launch, configs/accelerate/). train.batch_size is per
+process; step s takes rows of the same seeded order, each process its own slice of the global batch, so
+one process with batch 32 and two with batch 16 see the same data. Resume-state checkpoints are written
+for one process and DDP; under FSDP / ZeRO only the final model is (a crash restarts from step 0).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from core.annotator import first_per_task, score_answers
 from core.artifacts import StageDir
 from core.config import UserError, cli
 from core.data import load_rows, load_texts
+from core.distributed import in_sync, per_process_threads
 from core.generation import Decoding, complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
 from core.tokenizer import check_chat_contract, load_tokenizer, train_tokenizer
@@ -62,6 +68,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     compile: bool = True               # torch.compile the forward + loss (CPU inductor: ~1.1x)
     fused_adamw: bool = True
+    bf16: bool = False                 # mixed precision (GPU configs; on CPU bf16 is slower)
     threads: int = 0                   # 0 = all cores
     sample_prompts: list[str] = field(default_factory=lambda: [
         "One day", "Question: What is 3 plus 4?\nAnswer:", "Mia went to the park. Mia saw a dog.\nQuestion: Where did Mia go?\nAnswer:"])
@@ -131,11 +138,16 @@ def lm_loss(model, block: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), block[:, 1:].flatten())
 
 
-def train_step(model, opt, loss_fn, batch: torch.Tensor, grad_clip: float) -> tuple[float, float]:
-    """One optimizer step; returns (loss, grad norm before clipping)."""
+def train_step(model, opt, loss_fn, batch: torch.Tensor, grad_clip: float, accelerator=None) -> tuple[float, float]:
+    """One optimizer step; returns (loss, grad norm before clipping). With an `accelerate.Accelerator` the
+    backward pass and the clipping go through it (gradient sync under DDP, sharded norms under FSDP)."""
     loss = loss_fn(model, batch)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if accelerator is None:
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    else:
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss.item(), float(grad_norm)
@@ -196,6 +208,8 @@ def latest_state(stage: StageDir) -> dict | None:
 # ---------------------------------------------------------------- main
 
 def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts: str | None = None) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
     from torch.utils.tensorboard import SummaryWriter
 
     tc = cfg.train
@@ -203,10 +217,17 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
     texts, heldout_texts = load_texts(corpus), load_texts(heldout)
     stage.start(cfg, inputs={"corpus": corpus, "heldout": heldout}, resume_state=("checkpoints", "tokenizer"),
                 stage_file=__file__)
-    torch.set_num_threads(tc.threads or os.cpu_count())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if tc.bf16 else "no")
+    main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    torch.set_num_threads(tc.threads or per_process_threads())
+    full_state = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
+                                                  DistributedType.MULTI_GPU)  # every rank holds all weights
 
     tok_dir = stage.root / "tokenizer"
-    if tok_dir.is_dir():
+    if not main_process:
+        accelerator.wait_for_everyone()  # the main process trains (or keeps) the tokenizer
+        tokenizer = load_tokenizer(tok_dir)
+    elif tok_dir.is_dir():
         tokenizer = load_tokenizer(tok_dir)  # resume: same vocabulary as the checkpoints
     else:
         budget, chunk = cfg.tokenizer.train_chars, []
@@ -218,6 +239,8 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         tokenizer = train_tokenizer(chunk, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, cfg.model.max_seq_len)
         check_chat_contract(tokenizer)
         tokenizer.save_pretrained(tok_dir)
+    if main_process and world > 1:
+        accelerator.wait_for_everyone()
 
     train_rows = pack(tokenizer, texts, tc.seq_len + 1, "tokenize corpus")
     eval_rows = pack(tokenizer, heldout_texts, tc.seq_len + 1, "tokenize held-out")
@@ -228,45 +251,55 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
     opt = make_optimizer(model, tc)
     start_step = 0
-    state = latest_state(stage)
+    state = latest_state(stage) if full_state else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_step = state["step"]
         print(f"resuming from {stage.checkpoints}/step_{start_step:06d}.pt")
     model.train()
+    model, opt = accelerator.prepare(model, opt)
     loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
 
-    writer = SummaryWriter(str(stage.logs), purge_step=start_step)
+    writer = SummaryWriter(str(stage.logs), purge_step=start_step) if main_process else None
     history, train_losses = [], []
-    tokens_per_step = tc.batch_size * tc.seq_len
+    tokens_per_step = tc.batch_size * tc.seq_len * world
     timed_steps, timed_s = 0, 0.0
-    bar = tqdm(range(start_step, tc.max_steps), desc="pretrain", initial=start_step, total=tc.max_steps)
+    bar = tqdm(range(start_step, tc.max_steps), desc="pretrain", initial=start_step, total=tc.max_steps,
+               disable=not main_process)
     for step in bar:
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        batch = train_rows[batch_rows(step, tc.batch_size, len(train_rows), cfg.seed)]
-        loss_value, grad_norm = train_step(model, opt, loss_fn, batch, tc.grad_clip)
+        rows = batch_rows(step, tc.batch_size * world, len(train_rows), cfg.seed)
+        batch = train_rows[rows[rank * tc.batch_size:(rank + 1) * tc.batch_size]].to(accelerator.device)
+        loss_value, grad_norm = train_step(model, opt, loss_fn, batch, tc.grad_clip, accelerator)
         dt = time.perf_counter() - t0
         if step - start_step >= 3:  # the first steps include compilation
             timed_steps, timed_s = timed_steps + 1, timed_s + dt
         train_losses.append((step, loss_value))
-        if step % tc.log_every == 0 or step == tc.max_steps - 1:
+        if main_process and (step % tc.log_every == 0 or step == tc.max_steps - 1):
             writer.add_scalar("train/loss", loss_value, step)
             writer.add_scalar("train/lr", lr_at(step, tc), step)
             writer.add_scalar("train/grad_norm", grad_norm, step)
             writer.add_scalar("train/tokens_per_s", tokens_per_step / dt, step)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
         done = step + 1
-        if done % tc.eval_every == 0 or done == tc.max_steps:
-            hl = heldout_loss(model, eval_rows, tc)
+        if done % tc.eval_every == 0 or done == tc.max_steps:  # every rank: the wrapped model's forward syncs
+            hl = heldout_loss(model, eval_rows.to(accelerator.device), tc)
             history.append({"step": done, "heldout_loss": round(hl, 4), "heldout_ppl": round(math.exp(hl), 3)})
-            writer.add_scalar("heldout/loss", hl, done)
-            writer.add_scalar("heldout/perplexity", math.exp(hl), done)
-        if done % tc.save_every == 0 and done < tc.max_steps:
-            save_state(stage, model, opt, done, tc.keep_checkpoints)
+            if writer:
+                writer.add_scalar("heldout/loss", hl, done)
+                writer.add_scalar("heldout/perplexity", math.exp(hl), done)
+        if done % tc.save_every == 0 and done < tc.max_steps and full_state and main_process:
+            save_state(stage, accelerator.unwrap_model(model), opt, done, tc.keep_checkpoints)
 
+    distributed = in_sync(accelerator.unwrap_model(model)) if full_state else {"world_size": world, "sharded": True}
+    weights = accelerator.get_state_dict(model)  # whole weights on the main process, also when sharded
+    if not main_process:
+        return {"rank": rank, "distributed": distributed}
+    model = build_model(cfg.model, tokenizer, seed=cfg.seed)
+    model.load_state_dict(weights)
     final_samples = samples(model, tokenizer, tc, cfg.seed)
     probe = task_probe(model, tokenizer, probe_prompts, tc.probe_per_task) if probe_prompts else None
     for i, s in enumerate(final_samples):
@@ -293,6 +326,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         "train_tokens_per_s": round(timed_steps * tokens_per_step / timed_s) if timed_s else None,
         "samples": final_samples,
         "task_probe": probe,
+        "distributed": distributed,
     }
     stage.finish(metrics)
     return metrics

@@ -21,7 +21,6 @@ model cannot be expected to).
 
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from collections import defaultdict
@@ -35,6 +34,7 @@ from core.config import UserError, cli
 from core.annotator import first_per_task
 from core.compare import best_of_n
 from core.data import load_preferences, load_rows
+from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm
 from core.reward import reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
@@ -131,8 +131,9 @@ def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train
             print(f"resuming from {last}")
         result = trainer.train(resume_from_checkpoint=last)
     rm = trainer.model.eval()
-    rm.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    if is_main():
+        rm.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     return rm, trainer.state.global_step, last, result
 
 
@@ -147,7 +148,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors", "train": train, "test": test},
                 resume_state=("checkpoints",), stage_file=__file__)
-    torch.set_num_threads(cfg.train.threads or os.cpu_count())
+    torch.set_num_threads(cfg.train.threads or per_process_threads())
     shutil.rmtree(stage.root / "ensemble", ignore_errors=True)  # members of an earlier run never mix in
 
     with warnings.catch_warnings():
@@ -160,6 +161,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
     writer = SummaryWriter(str(stage.logs))
     rm, steps, last, result = train_member(cfg, cfg.seed, model, tokenizer, train_rows, stage.model,
                                            stage.checkpoints, writer)
+    distributed = in_sync(rm)
     members = [pair_scores(rm, tokenizer, test_rows)]
     for i in range(1, cfg.ensemble):
         print(f"ensemble member {i + 1} of {cfg.ensemble}")
@@ -168,6 +170,8 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
         members.append(pair_scores(member, tokenizer, test_rows))
         del member
     writer.close()
+    if not is_main():
+        return {"distributed": distributed}
 
     after = accuracy_report(test_rows, members[0])
     train_acc = accuracy_report(train_rows, pair_scores(rm, tokenizer, train_rows))["accuracy"]
@@ -191,6 +195,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
         "annotator_agreement_on_test_pairs": round(sum(agreement) / len(agreement), 3) if agreement else None,
         "best_of_n_vs_sft": bon,
         "ensemble": ensemble_report(test_rows, members) if cfg.ensemble > 1 else None,
+        "distributed": distributed,
     }
     stage.finish(metrics)
     print(f"reward model: held-out pair accuracy {after['accuracy']:.1%} (untrained {before['accuracy']:.1%}), "

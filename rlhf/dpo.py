@@ -18,7 +18,6 @@ here watches correctness, answer diversity and KL, not only the win rate (core/c
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from core.artifacts import StageDir
 from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
 from core.data import load_preferences, load_rows
+from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm, save_checkpoint
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
@@ -71,7 +71,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors", "train": train,
                              "heldout_prompts": heldout_prompts}, resume_state=("checkpoints",), stage_file=__file__)
-    torch.set_num_threads(cfg.train.threads or os.cpu_count())
+    torch.set_num_threads(cfg.train.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
     # Length grouping reads `input_ids`; DPO rows hold prompt/chosen/rejected ids, so batches are random.
@@ -90,6 +90,9 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
             print(f"resuming from {last}")
         result = trainer.train(resume_from_checkpoint=last)
     writer.close()
+    distributed = in_sync(trainer.model)
+    if not is_main():
+        return {"distributed": distributed}
     logs = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
 
     policy, merge_diff = trainer.model, None
@@ -106,6 +109,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
         "last_logged": {k: round(v, 4) for k, v in logs[-1].items() if isinstance(v, float)} if logs else None,
         "vs_sft": effect,
+        "distributed": distributed,
     }
     stage.finish(metrics)
     print_report("DPO", effect)

@@ -18,12 +18,16 @@ tested by hand. Guards act before each update: when the policy's KL to the refer
 guards.kl_budget, or its mean response length falls below / rises above the configured share of
 the first rollout's, the policy is rolled back to the last accepted state and training stops;
 metrics.json says which guard fired and when.
+
+Many devices: `make ppo NPROC=8` (accelerate launch with configs/accelerate/ddp.yaml or fsdp.yaml). Each
+process samples its own rollout batch (ppo.rollout_batch is per process) from its own prompt draw, and
+policy and value gradients are averaged over the processes; the guards act on statistics averaged over
+all processes, so every process rolls back and stops at the same step.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ from core.artifacts import StageDir
 from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
 from core.data import load_rows
+from core.distributed import in_sync, mean_over_ranks, per_process_threads
 from core.generation import Decoding, chat_prompt_ids, generate
 from core.model import load_causal_lm, save_checkpoint
 from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
@@ -115,12 +120,20 @@ def response_logprobs(model, ids, attn, pos, tokens) -> torch.Tensor:
     return picked.gather(-1, tokens[..., None])[..., 0]
 
 
-def response_values(critic, ids, attn, pos) -> torch.Tensor:
-    hidden = critic.model(input_ids=ids, attention_mask=attn).last_hidden_state
-    return critic.score(hidden)[..., 0].gather(1, pos).float()
+class ValueModel(torch.nn.Module):
+    """The value head on the reward model's body, as one module whose forward a DDP/FSDP wrapper can see."""
+
+    def __init__(self, critic):
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, ids, attn, pos) -> torch.Tensor:
+        hidden = self.critic.model(input_ids=ids, attention_mask=attn).last_hidden_state
+        return self.critic.score(hidden)[..., 0].gather(1, pos).float()
 
 
 def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldout_prompts: str, out: str) -> dict:
+    from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from transformers import AutoModelForSequenceClassification
 
@@ -136,33 +149,37 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
                              "reward_weights": Path(reward_model) / "model.safetensors", "prompts": prompts},
                 stage_file=__file__)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(p.threads or os.cpu_count())
+    torch.set_num_threads(p.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
-    critic = AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=torch.float32)
+    critic = ValueModel(AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=torch.float32))
     for m in (reference, rm):
         m.requires_grad_(False)
     opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr)
     opt_v = torch.optim.AdamW(critic.parameters(), lr=p.value_lr)
-    rng = random.Random(cfg.seed)
-    writer = SummaryWriter(str(stage.logs))
+    policy, opt_pi, critic, opt_v = accelerator.prepare(policy, opt_pi, critic, opt_v)
+    sampler = accelerator.unwrap_model(policy)  # generation runs on the plain module, no collectives
+    rng = random.Random(cfg.seed + 7919 * rank)  # each process draws its own prompts
+    writer = SummaryWriter(str(stage.logs)) if main_process else None
     decoding = Decoding(p.temperature, max_new_tokens=p.max_new_tokens)
     kl_coef, first_len, guard, history = p.kl_coef, None, None, []
-    last_good = copy.deepcopy(policy.state_dict())
+    last_good = copy.deepcopy(sampler.state_dict())
     t0 = time.time()
 
     for step in range(p.steps):
         batch = rng.sample(rows, p.rollout_batch)
         prompt_ids = [chat_prompt_ids(tok, r["messages"]) for r in batch]
-        comps = generate(policy, tok, prompt_ids, decoding,
-                         row_seeds=[cfg.seed * 1_000_003 + step * p.rollout_batch + i for i in range(len(batch))])
+        first_seed = cfg.seed * 1_000_003 + (step * world + rank) * p.rollout_batch
+        comps = generate(sampler, tok, prompt_ids, decoding, row_seeds=[first_seed + i for i in range(len(batch))])
         ids, attn, pos, tokens, mask = _batch(prompt_ids, [c.token_ids for c in comps], tok.pad_token_id)
         with torch.no_grad():
             policy.eval()
             old_logp = response_logprobs(policy, ids, attn, pos, tokens)
             ref_logp = response_logprobs(reference, ids, attn, pos, tokens)
-            old_values = response_values(critic, ids, attn, pos)
+            old_values = critic(ids, attn, pos)
             convs = [r["messages"] + [{"role": "assistant", "content": c.text}] for r, c in zip(batch, comps)]
             raw = torch.tensor(reward_scores(rm, rm_tok, convs))
             score = raw - p.missing_eos_penalty * torch.tensor([0.0 if c.finished else 1.0 for c in comps])
@@ -171,7 +188,9 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
             adv, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
             if p.whiten_advantages:
                 adv = whiten(adv, mask)
-        seq_kl, mean_len = kl.sum(1).mean().item(), mask.sum(1).mean().item()
+        seq_kl, mean_len, mean_score, eos_rate = mean_over_ranks(
+            kl.sum(1).mean().item(), mask.sum(1).mean().item(), raw.mean().item(),
+            sum(c.finished for c in comps) / len(comps))
         first_len = first_len or mean_len
         # Guards act on the policy that produced this rollout, before it is updated further.
         if seq_kl > cfg.guards.kl_budget:
@@ -180,10 +199,10 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
             guard = {"guard": "length", "step": step, "mean_length": round(mean_len, 1),
                      "first_length": round(first_len, 1)}
         if guard:
-            policy.load_state_dict(last_good)
+            sampler.load_state_dict(last_good)
             print(f"guard fired at step {step}: {guard}; rolled back to the last accepted policy and stopped")
             break
-        last_good = copy.deepcopy(policy.state_dict())
+        last_good = copy.deepcopy(sampler.state_dict())
 
         policy.train(), critic.train()
         stats = []
@@ -193,39 +212,43 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
                 logp = response_logprobs(policy, ids[mb], attn[mb], pos[mb], tokens[mb])
                 pl, clipfrac = policy_loss(logp, old_logp[mb], adv[mb], mask[mb], p.clip)
                 opt_pi.zero_grad()
-                pl.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), p.max_grad_norm)
+                accelerator.backward(pl)
+                accelerator.clip_grad_norm_(policy.parameters(), p.max_grad_norm)
                 opt_pi.step()
-                vl = value_loss(response_values(critic, ids[mb], attn[mb], pos[mb]), old_values[mb], returns[mb],
-                                mask[mb], p.value_clip)
+                vl = value_loss(critic(ids[mb], attn[mb], pos[mb]), old_values[mb], returns[mb], mask[mb], p.value_clip)
                 opt_v.zero_grad()
-                vl.backward()
-                torch.nn.utils.clip_grad_norm_(critic.parameters(), p.max_grad_norm)
+                accelerator.backward(vl)
+                accelerator.clip_grad_norm_(critic.parameters(), p.max_grad_norm)
                 opt_v.step()
                 stats.append((pl.item(), vl.item(), clipfrac.item()))
         if p.adaptive_kl:
             kl_coef = adaptive_kl_coef(kl_coef, seq_kl, p.kl_target, p.rollout_batch, p.kl_horizon)
-        row = {"step": step, "score": round(raw.mean().item(), 4), "kl": round(seq_kl, 4), "kl_coef": round(kl_coef, 5),
-               "mean_length": round(mean_len, 2), "eos_rate": round(sum(c.finished for c in comps) / len(comps), 3),
+        row = {"step": step, "score": round(mean_score, 4), "kl": round(seq_kl, 4), "kl_coef": round(kl_coef, 5),
+               "mean_length": round(mean_len, 2), "eos_rate": round(eos_rate, 3),
                "policy_loss": round(sum(s[0] for s in stats) / len(stats), 5),
                "value_loss": round(sum(s[1] for s in stats) / len(stats), 5),
                "clipfrac": round(sum(s[2] for s in stats) / len(stats), 4),
                "advantage_abs": round(masked_mean(adv.abs(), mask).item(), 4)}
         history.append(row)
+        if not main_process:
+            continue
         for k, v in row.items():
             if k != "step":
                 writer.add_scalar(f"ppo/{k}", v, step)
         print(f"step {step}: score {row['score']:+.3f}  kl {row['kl']:.3f}  len {row['mean_length']:.1f}  "
               f"clip {row['clipfrac']:.3f}")
-    writer.close()
     train_s = time.time() - t0
+    distributed = in_sync(sampler)
+    if not main_process:
+        return {"rank": rank, "distributed": distributed}
+    writer.close()
 
-    save_checkpoint(policy, tok, stage.model)
-    effect = policy_vs_reference(policy.eval(), reference, tok, eval_prompts, cfg.eval.temperatures,
+    save_checkpoint(sampler, tok, stage.model)
+    effect = policy_vs_reference(sampler.eval(), reference, tok, eval_prompts, cfg.eval.temperatures,
                                  cfg.eval.max_new_tokens, cfg.seed)
     metrics = {"steps_completed": len(history), "guard": guard, "train_s": round(train_s, 1),
-               "samples_per_s": round(len(history) * p.rollout_batch / train_s, 2) if history else None,
-               "history": history, "vs_sft": effect}
+               "samples_per_s": round(len(history) * p.rollout_batch * world / train_s, 2) if history else None,
+               "history": history, "vs_sft": effect, "distributed": distributed}
     stage.finish(metrics)
     print_report("PPO", effect)
     return metrics

@@ -16,7 +16,6 @@ the comparison point for the project's PPO. The effect is measured as for DPO an
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from core.artifacts import StageDir
 from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
 from core.data import load_rows
+from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm, save_checkpoint
 from core.reward import load_reward_model
 from core.tokenizer import check_chat_contract, load_tokenizer
@@ -70,7 +70,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
                              "reward_weights": Path(reward_model) / "model.safetensors", "prompts": prompts},
                 resume_state=("checkpoints",), stage_file=__file__)
-    torch.set_num_threads(cfg.train.threads or os.cpu_count())
+    torch.set_num_threads(cfg.train.threads or per_process_threads())
 
     config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if cfg.method == "rloo" else (GRPOConfig, GRPOTrainer)
     known = {f.name for f in dataclasses.fields(config_cls)}
@@ -89,6 +89,9 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
         last = last_checkpoint(stage.checkpoints)
         result = trainer.train(resume_from_checkpoint=last)
     tok.padding_side = "right"
+    distributed = in_sync(trainer.model)
+    if not is_main():
+        return {"distributed": distributed}
     logged = [h for h in trainer.state.log_history if "reward" in h]
 
     save_checkpoint(trainer.model, tok, stage.model)
@@ -98,7 +101,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
                "train_runtime_s": round(result.metrics["train_runtime"], 2),
                "reward_first_logged": round(logged[0]["reward"], 4) if logged else None,
                "reward_last_logged": round(logged[-1]["reward"], 4) if logged else None,
-               "vs_sft": effect}
+               "vs_sft": effect, "distributed": distributed}
     stage.finish(metrics)
     print_report(cfg.method.upper(), effect)
     return metrics

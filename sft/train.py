@@ -22,7 +22,6 @@ the same chat template) and after SFT. Rerunning after a crash resumes from the 
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from core.annotator import first_per_task, score_answers
 from core.artifacts import StageDir
 from core.config import UserError, cli
 from core.data import check_chat_rows, load_rows
+from core.distributed import in_sync, is_main, per_process_threads, world_size
 from core.generation import Decoding, chat
 from core.model import count_params, load_causal_lm, save_checkpoint
 from core.tokenizer import load_tokenizer
@@ -132,24 +132,29 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         raise UserError(f"train.max_length={max_len} is longer than the model's context ({model}: "
                         f"max_position_embeddings={context}); lower train.max_length")
     stage.start(cfg, inputs=inputs, resume_state=("checkpoints",), stage_file=__file__)
-    torch.set_num_threads(cfg.train.threads or os.cpu_count())
+    torch.set_num_threads(cfg.train.threads or per_process_threads())
     if skipped:
         print(f"skipped {sum(skipped.values())} bad rows: {skipped}")
 
-    base_eval = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
+    base_eval = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens) if is_main() else None
 
     writer = SummaryWriter(str(stage.logs))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         trainer = build_trainer(cfg, policy, tokenizer, rows, heldout_convos, stage.checkpoints,
                                 [TensorBoardCallback(writer)])
-        loss_before = trainer.evaluate()["eval_loss"]
+        # In several processes, evaluate() before train() leaves the model without its DDP wrapper
+        # (transformers 5.23): the ranks train apart. The 2-process test caught it; skip the "before" there.
+        loss_before = trainer.evaluate()["eval_loss"] if world_size() == 1 else None
         last = last_checkpoint(stage.checkpoints)
         if last:
             print(f"resuming from {last}")
         result = trainer.train(resume_from_checkpoint=last)
         loss_after = trainer.evaluate()["eval_loss"]
     writer.close()
+    distributed = in_sync(trainer.model)
+    if not is_main():
+        return {"distributed": distributed}
 
     policy, merge_diff = trainer.model, None
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
@@ -174,15 +179,17 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         "train_tokens_per_s": round(train_tokens * trained_steps / steps_per_epoch / result.metrics["train_runtime"]),
         "train_runtime_s": round(result.metrics["train_runtime"], 2),
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
-        "heldout_loss_before": round(loss_before, 4),
+        "heldout_loss_before": round(loss_before, 4) if loss_before is not None else None,
         "heldout_loss_after": round(loss_after, 4),
         "task_eval": {"decoding": str(Decoding(max_new_tokens=cfg.eval.max_new_tokens)), "base": base_eval,
                       "sft": sft_eval},
+        "distributed": distributed,
         "samples": sample_chats(policy, tokenizer, prompts, cfg.eval.sample_chats, cfg.seed, cfg.eval.max_new_tokens),
     }
     stage.finish(metrics)
     print(f"SFT correct {sft_eval['correct']:.1%} (base {base_eval['correct']:.1%}); held-out loss "
-          f"{loss_before:.3f} -> {loss_after:.3f}; {metrics['train_tokens_per_s']:,} tok/s")
+          f"{loss_before if loss_before is not None else float('nan'):.3f} -> {loss_after:.3f}; "
+          f"{metrics['train_tokens_per_s']:,} tok/s")
     return metrics
 
 

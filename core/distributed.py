@@ -1,0 +1,78 @@
+"""Many processes, one stage: what the training stages need to run under `accelerate launch` or `torchrun`.
+
+The launcher starts one process per device and sets RANK / WORLD_SIZE; TRL's trainers (SFT, reward, DPO,
+RLOO) pick that up themselves, and the project's own loops (pretrain, PPO) go through `accelerate.Accelerator`,
+so the shipped configs (configs/accelerate/: DDP, FSDP, DeepSpeed ZeRO-2/3) apply to every stage. Only the
+main process writes artifacts and runs the evaluations; every process trains.
+
+`in_sync(model)` is the check that DDP did its job: a digest of every parameter's bytes, gathered from all
+ranks. Stages record it in metrics.json ("distributed"), and the 2-process test asserts the digests match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import torch
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def per_process_threads() -> int:
+    """CPU threads for one process: the machine's cores shared by the processes on it."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size())))
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def ensure_initialized() -> None:
+    """Join the process group the launcher describes (gloo on CPU, nccl on GPUs); a no-op in one process."""
+    if world_size() > 1 and not torch.distributed.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def in_sync(model: torch.nn.Module) -> dict:
+    """Every rank's parameter digest (a collective: call it on all ranks). One process: world_size 1."""
+    digest = param_digest(model)
+    digests = [digest]
+    if world_size() > 1 and torch.distributed.is_initialized():
+        digests = [None] * world_size()
+        torch.distributed.all_gather_object(digests, digest)
+    return {"world_size": len(digests), "backend": torch.distributed.get_backend() if len(digests) > 1 else None,
+            "param_digests": digests, "in_sync": len(set(digests)) == 1}
+
+
+def mean_over_ranks(*values: float) -> list[float]:
+    """Average scalars over all ranks (a collective), so every rank takes the same decision."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if world_size() > 1 and torch.distributed.is_initialized():
+        if torch.distributed.get_backend() == "nccl":
+            t = t.cuda()
+        torch.distributed.all_reduce(t)
+        t = t / world_size()
+    return t.cpu().tolist()
