@@ -32,7 +32,23 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
+# Training data. The default world everywhere except SCALE=gpu, which reads hub datasets (hf:name[:config][@split];
+# their columns are mapped in configs/gpu/*.yaml). Preference pairs from a hub replace the exported labels.
+ifeq ($(SCALE),gpu)
+CORPUS      ?= hf:HuggingFaceFW/fineweb-edu:sample-10BT@train[:1%]
+HELDOUT     ?= hf:HuggingFaceFW/fineweb-edu:sample-10BT@train[9600000:9602000]
+SFT_DATA    ?= hf:HuggingFaceH4/ultrachat_200k@train_sft
+PREFS_TRAIN ?= hf:HuggingFaceH4/ultrafeedback_binarized@train_prefs
+PREFS_TEST  ?= hf:HuggingFaceH4/ultrafeedback_binarized@test_prefs
+endif
+CORPUS      ?= $(RUNS)/world/corpus.jsonl
+HELDOUT     ?= $(RUNS)/world/corpus_heldout.jsonl
+SFT_DATA    ?= $(RUNS)/world/sft.jsonl
+PREFS_TRAIN ?= $(RUNS)/prefs/train.jsonl
+PREFS_TEST  ?= $(RUNS)/prefs/test.jsonl
+PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
+
+.PHONY: round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
 help: ## list the targets
@@ -76,8 +92,8 @@ $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/
 
 pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
 $(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/tokenizer.py
-	$(LAUNCH) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus $(RUNS)/world/corpus.jsonl \
-		--heldout $(RUNS)/world/corpus_heldout.jsonl --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
+	$(LAUNCH) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus "$(CORPUS)" \
+		--heldout "$(HELDOUT)" --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/pretrain $(call args,pretrain)
 
 # Annotators' corrections join the demonstrations when asked for (`make sft WITH_CORRECTIONS=1` after
@@ -89,7 +105,7 @@ $(RUNS)/prefs/corrections.jsonl:
 	@echo "error: $@ is missing: label (make label or make label-auto), then make export" >&2; exit 2
 sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes; WITH_CORRECTIONS=1)
 $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py core/training.py $(CORRECTIONS)
-	$(LAUNCH) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data $(RUNS)/world/sft.jsonl \
+	$(LAUNCH) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data "$(SFT_DATA)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft \
 		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(call args,sft)
 
@@ -112,9 +128,10 @@ LABEL := $(CFG)/label.yaml
 # Seeding is one labeling round for the policy at hand: it needs an SFT model (order-only), but a
 # retrained SFT does not silently start a new round; `rm $(RUNS)/seed/DONE && make seed` does.
 REWARD_MODEL := $(wildcard $(RUNS)/reward/model/config.json)
+SEED_MODEL ?= $(RUNS)/sft/model
 seed: $(RUNS)/seed/DONE ## generate k candidates per training prompt from the SFT policy into the label store
 $(RUNS)/seed/DONE: $(LABEL) labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/sft/DONE
-	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(RUNS)/sft/model --prompts $(RUNS)/world/prompts_train.jsonl \
+	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(SEED_MODEL) --prompts $(RUNS)/world/prompts_train.jsonl \
 		--db $(DB) --out $(RUNS)/seed $(if $(REWARD_MODEL),--reward-model $(RUNS)/reward/model) $(call args,seed)
 
 label: $(RUNS)/seed/DONE ## start the labeling app on app.host:app.port (create accounts with make user)
@@ -138,14 +155,14 @@ export: $(VENV)/.installed ## write preference pairs + corrections from the labe
 
 # ---------------------------------------------------------------- alignment
 reward: $(RUNS)/reward/DONE ## train the reward model on the exported preference pairs (starts from the SFT model)
-$(RUNS)/reward/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
-	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
-		--test $(RUNS)/prefs/test.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/reward \
+$(RUNS)/reward/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
+	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
+		--test "$(PREFS_TEST)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/reward \
 		$(call args,reward)
 
 dpo: $(RUNS)/dpo/DONE ## align the SFT policy with DPO on the preference pairs; reports win rate vs SFT, KL, diversity
-$(RUNS)/dpo/DONE: $(RUNS)/prefs/DONE $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py
-	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(RUNS)/prefs/train.jsonl \
+$(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py
+	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
 
 ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
@@ -188,6 +205,27 @@ $(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(R
 eval: $(RUNS)/arena-auto/DONE ## the report card: every model vs SFT, reward model, arena ratings, curves, provenance
 	$(ARENA_EXPORT)
 	@$(MAKE) --no-print-directory $(EVAL_DONE)
+
+# ---------------------------------------------------------------- rounds: label -> align -> relabel
+# A round seeds new candidates from the newest aligned policy (or POLICY=dpo|ppo|rloo), gets them labeled,
+# and retrains the reward model, DPO and PPO on every round's labels; the report gains a row per round.
+POLICY ?=
+AUTO   ?= 0
+NEWEST_POLICY = $(if $(POLICY),$(RUNS)/$(POLICY),$(patsubst %/DONE,%,$(firstword $(shell ls -t $(wildcard \
+	$(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(RUNS)/rloo/DONE) 2>/dev/null))))
+round: $(RUNS)/eval/DONE ## one more labeling round from the newest aligned policy; AUTO=1: scripted labels, retrain, eval
+	@test -f "$(NEWEST_POLICY)/DONE" || { echo "error: no finished aligned policy $(or $(NEWEST_POLICY),under $(RUNS)): run make all (or make $(or $(POLICY),dpo))" >&2; exit 2; }
+	rm -f $(RUNS)/seed/DONE $(RUNS)/label-auto/DONE
+	@$(MAKE) --no-print-directory $(RUNS)/seed/DONE SEED_MODEL=$(NEWEST_POLICY)/model
+ifeq ($(AUTO),1)
+	@$(MAKE) --no-print-directory eval SEED_MODEL=$(NEWEST_POLICY)/model
+else
+	@echo "Round seeded from $(NEWEST_POLICY). Label it in the app (make label), then: make round-train"
+endif
+
+round-train: $(VENV)/.installed ## after labeling a round in the app: export all rounds' labels, retrain reward/DPO/PPO, eval
+	$(EXPORT)
+	@$(MAKE) --no-print-directory eval -o $(RUNS)/label-auto/DONE -o $(RUNS)/seed/DONE
 
 test: $(VENV)/.installed chromium postgres ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest

@@ -8,6 +8,7 @@ Problems are `UserError`s naming the file (and the line, for jsonl).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import UserError
@@ -45,7 +46,11 @@ def load_rows(source: str | Path, split: str = "train") -> list[dict]:
 
 
 def _load_hub(name: str, split: str) -> list[dict]:
+    """`owner/name[:config][@split]`, e.g. `HuggingFaceH4/ultrafeedback_binarized@train_prefs` or
+    `HuggingFaceFW/fineweb-edu:sample-10BT@train[:1%]` (datasets' slice syntax)."""
     import datasets
+    name, _, split_given = name.partition("@")
+    split = split_given or split
     repo, _, config = name.partition(":")
     try:
         ds = datasets.load_dataset(repo, config or None, split=split)
@@ -129,7 +134,30 @@ def _as_messages(value, role: str):
     return None
 
 
-def load_preferences(source: str | Path) -> list[dict]:
+@dataclass
+class PreferenceColumns:
+    """Which columns of a preference dataset hold what (GPU configs map hub datasets with it).
+    HH-RLHF: prompt "" (the transcripts' shared beginning is the prompt); UltraFeedback-binarized: prompt ""
+    too (its chosen / rejected are whole conversations); the project's own export: the defaults."""
+    prompt: str = "prompt"             # "" = no prompt column
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+
+
+def map_preference_columns(rows: list[dict], cols: PreferenceColumns, source) -> list[dict]:
+    if (cols.prompt, cols.chosen, cols.rejected) == ("prompt", "chosen", "rejected"):
+        return rows
+    out = []
+    for i, r in enumerate(rows, 1):
+        missing = [c for c in (cols.prompt, cols.chosen, cols.rejected) if c and c not in r]
+        if missing:
+            raise UserError(f"{source}: row {i} has no column {missing[0]!r} (columns: {', '.join(sorted(r))}); "
+                            "fix the config's columns.prompt / columns.chosen / columns.rejected")
+        out.append({"chosen": r[cols.chosen], "rejected": r[cols.rejected], **({"prompt": r[cols.prompt]} if cols.prompt else {})})
+    return out
+
+
+def load_preferences(source: str | Path, columns: PreferenceColumns | None = None) -> list[dict]:
     """Preference rows in one form: TRL's explicit conversational {"prompt": [messages], "chosen": [assistant
     message], "rejected": [assistant message], ...other columns kept}.
 
@@ -140,7 +168,7 @@ def load_preferences(source: str | Path) -> list[dict]:
     """
     from trl.data_utils import extract_prompt
 
-    rows = load_rows(source)
+    rows = map_preference_columns(load_rows(source), columns or PreferenceColumns(), source)
     if not rows:
         raise UserError(f"{source}: no preference rows; export labels first (make export)")
     if not any("rejected" in r for r in rows):

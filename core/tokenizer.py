@@ -61,6 +61,29 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         padding_side="right", clean_up_tokenization_spaces=False)
 
 
+def adopt_hub_model(name: str, dtype=None):
+    """A hub (or local) base model and its tokenizer, made to keep this project's chat contract: the project's
+    bos / eos / pad and role tokens are added where missing, its chat template installed, the embeddings
+    resized (new rows start at the mean embedding). Used by the GPU configs' `init_from` instead of pretraining."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise UserError(f"init_from={name!r}: cannot load it ({str(e).splitlines()[0]}); give a hub model id "
+                        "(e.g. Qwen/Qwen2.5-0.5B, needs network) or a local checkpoint directory") from None
+    tok.add_special_tokens({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+                            "additional_special_tokens": ROLE_TOKENS})
+    tok.chat_template = CHAT_TEMPLATE
+    tok.padding_side = "right"
+    if len(tok) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tok), mean_resizing=True)
+    for cfg in (model.config, model.generation_config):
+        cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    check_chat_contract(tok, where=f"init_from={name}")
+    return model, tok
+
+
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
     if not Path(path).is_dir():

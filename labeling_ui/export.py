@@ -6,13 +6,15 @@ Reads:  the labeling store
 Writes: <out>/train.jsonl, test.jsonl   TRL's conversational preference rows:
             {"prompt": [messages], "chosen": [assistant msg], "rejected": [assistant msg],
              "prompt_id", "task", "votes_for", "votes_against", "agreement", "annotators", "item_ids",
+             "round": the labeling round (= the generating checkpoint) the pair comes from,
              "chosen_source"/"rejected_source": {candidate_id, checkpoint, checkpoint_sha256, decoding, seed}}
         <out>/corrections.jsonl   SFT rows {"messages": [user, assistant = the annotator's rewrite], provenance}
         <out>/config.yaml, metrics.json (counts, agreement), DONE (last)
 
 How judgments become pairs (rankings -> pairs, ties, both-bad, majority across annotators) is
 documented in labeling_ui/pairs.py. The split is by prompt id, so it is identical in every export.
-The store is only read: raw judgments are kept and pairs are derived again at each export.
+The store is only read: raw judgments are kept and pairs are derived again at each export, from every
+round's labels.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def _source(c: dict) -> dict:
 def preference_rows(store: Store, min_agreement: float) -> list[dict]:
     prompts = store.prompts()
     cands = {c["id"]: c for c in store.candidates()}
+    rounds = store.rounds()
     rows = []
     for p in aggregate(store.judgments(), min_agreement):
         prompt, chosen, rejected = prompts[p["prompt_id"]], cands[p["chosen"]], cands[p["rejected"]]
@@ -44,6 +47,7 @@ def preference_rows(store: Store, min_agreement: float) -> list[dict]:
                      "prompt_id": p["prompt_id"], "task": prompt.get("task"),
                      "votes_for": p["votes_for"], "votes_against": p["votes_against"], "agreement": p["agreement"],
                      "annotators": p["annotators"], "item_ids": p["item_ids"],
+                     "round": rounds.get(chosen["checkpoint_sha"], {}).get("number"),
                      "chosen_source": _source(chosen), "rejected_source": _source(rejected)})
     return rows
 
@@ -74,6 +78,9 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
                "corrections": len(corrections),
                "unanimous_share": round(sum(r["agreement"] == 1.0 for r in rows) / len(rows), 3) if rows else None,
                "pairs_by_task": dict(sorted(Counter(r["task"] for r in rows).items())),
+               "pairs_by_round": {str(k): v for k, v in sorted(Counter(r["round"] or 0 for r in rows).items())},
+               "rounds": [{"round": v["number"], "checkpoint": v["checkpoint"], "checkpoint_sha256": sha}
+                          for sha, v in store.rounds().items()],
                "pair_kappa": pair_kappa(judgments)["mean_kappa"], "rank_alpha": rank_alpha(judgments)["alpha"]}
     stage.finish(metrics)
     print(f"exported {len(train)} train + {len(test)} test pairs and {len(corrections)} corrections to {stage.root}")

@@ -10,6 +10,10 @@ Writes: into the labeling store (--db): prompts, candidates with provenance (che
         k candidates) or one "pair" item (two of them), by seed.rank_fraction;
         <out>/config.yaml, metrics.json, DONE (last)
 
+Rounds: each generating checkpoint is one labeling round (the store numbers them: the SFT policy is round
+1, `make round` seeds round 2 from the newest aligned policy, ...). Round n takes the n-th block of
+seed.prompts training prompts (wrapping around), so later rounds ask about new prompts.
+
 Idempotent: a candidate is keyed by (prompt, checkpoint sha256, decoding, seed), each seed derived
 from the prompt id, so rerunning (also after a crash halfway) adds nothing twice. With a reward
 model, each item records the smallest score gap between its candidates (active sampling uses it).
@@ -55,12 +59,13 @@ def main(cfg: LabelConfig, model: str, prompts: str, db: str, out: str, reward_m
     for i, r in enumerate(rows):
         if not isinstance(r.get("id"), str) or not isinstance(r.get("messages"), list) or not r["messages"]:
             raise UserError(f"{prompts}: row {i + 1}: a prompt row needs a string 'id' and a non-empty 'messages' list")
-    rows = rows[: s.prompts] if s.prompts > 0 else rows
     model_dir = Path(model)
     sha = checkpoint_sha256(model_dir)
     stage = StageDir(out)
     stage.start(cfg, inputs={"prompts": prompts}, stage_file=__file__)
     store = Store(db)
+    round_no = store.start_round(str(model_dir), sha)
+    rows = round_block(rows, round_no, s.prompts)
     tok, policy = load_tokenizer(model_dir), load_causal_lm(model_dir)
 
     store.add_prompts(rows)  # one transaction, not one durable commit per prompt
@@ -98,15 +103,23 @@ def main(cfg: LabelConfig, model: str, prompts: str, db: str, out: str, reward_m
         scored = score_items(store, reward_model, sha, batch_size=s.batch_size)
 
     counts = store.counts()
-    metrics = {"checkpoint": str(model_dir), "checkpoint_sha256": sha, "prompts": len(rows),
+    metrics = {"round": round_no, "checkpoint": str(model_dir), "checkpoint_sha256": sha, "prompts": len(rows),
                "prompts_generated": len(todo), "candidates_added": added, "items_added": new_items,
                "candidates_scored_by_reward_model": scored, "generation_s": round(gen_s, 2),
                "generated_tokens_per_s": round(gen_tokens / gen_s, 1) if gen_s else None,
                "per_decoding": per_decoding, "store": counts}
     stage.finish(metrics)
-    print(f"seeded {len(todo)} prompts x {s.k} candidates ({added} new, {new_items} new items) "
+    print(f"round {round_no} ({model_dir}): seeded {len(todo)} prompts x {s.k} candidates ({added} new, {new_items} new items) "
           f"in {gen_s:.1f} s of generation; store: {counts['items']} items, {counts['judgments']} judgments")
     return metrics
+
+
+def round_block(rows: list[dict], round_no: int, per_round: int) -> list[dict]:
+    """The prompts of round `round_no`: the round's block of `per_round` rows, wrapping around (0 = all rows)."""
+    if per_round <= 0 or per_round >= len(rows):
+        return rows
+    start = (round_no - 1) * per_round % len(rows)
+    return (rows[start:] + rows[:start])[:per_round]
 
 
 def score_items(store: Store, reward_model: str, checkpoint_sha: str, batch_size: int = 32) -> int:

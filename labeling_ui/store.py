@@ -11,6 +11,8 @@ Tables (constraints live in the schema, not only in code):
   judgments    one per (item, annotator) [UNIQUE]; never more than the item's max_judgments [trigger];
                shown order, pairwise choice (a | b | tie | both_bad, a = first shown) or ranks per
                shown position (1 = best, ties allowed), flags, the annotator's correction, times
+  rounds       labeling rounds: round n = the candidates of one generating checkpoint (its sha256) [UNIQUE];
+               round 1 is the SFT policy, each `make round` seeds the next from the newest aligned policy
   arena_answers  one answer per (held-out prompt, model, checkpoint sha); `current` marks the latest
                checkpoint of each model (a retrained model's old answers and votes stay, unused)
   arena_shown  the match an annotator has open (a reload shows the same one), sides already drawn
@@ -111,6 +113,12 @@ CREATE TABLE IF NOT EXISTS judgments (
     submitted_at REAL NOT NULL,
     UNIQUE (item_id, annotator_id),
     CHECK ((choice IS NULL) <> (ranks IS NULL))
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    number         INTEGER PRIMARY KEY CHECK (number >= 1),
+    checkpoint     TEXT NOT NULL,
+    checkpoint_sha TEXT NOT NULL UNIQUE,
+    started_at     REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS arena_answers (
     id             INTEGER PRIMARY KEY,
@@ -406,6 +414,27 @@ class Store:
             sql, args = sql + " AND checkpoint_sha = ?", args + [checkpoint_sha]
         return [_candidate(r) for r in self._db().execute(sql + " ORDER BY id", args)]
 
+    def start_round(self, checkpoint: str, checkpoint_sha: str) -> int:
+        """The round of this generating checkpoint: its existing number, or the next one. A store from before
+        rounds existed first numbers the checkpoints it already holds, oldest first."""
+        with self._tx() as db:
+            if db.execute("SELECT count(*) FROM rounds").fetchone()[0] == 0:
+                old = db.execute("SELECT checkpoint_sha, min(checkpoint) AS checkpoint, min(id) AS first_id FROM candidates "
+                                 "GROUP BY checkpoint_sha ORDER BY first_id").fetchall()
+                db.executemany("INSERT INTO rounds (number, checkpoint, checkpoint_sha, started_at) VALUES (?, ?, ?, ?)",
+                               [(n, r["checkpoint"], r["checkpoint_sha"], _now()) for n, r in enumerate(old, 1)])
+            row = db.execute("SELECT number FROM rounds WHERE checkpoint_sha = ?", (checkpoint_sha,)).fetchone()
+            if row is not None:
+                return row[0]
+            return db.execute("INSERT INTO rounds (number, checkpoint, checkpoint_sha, started_at) "
+                              "SELECT COALESCE(max(number), 0) + 1, ?, ?, ? FROM rounds RETURNING number",
+                              (checkpoint, checkpoint_sha, _now())).fetchone()[0]
+
+    def rounds(self) -> dict[str, dict]:
+        """checkpoint sha256 -> {number, checkpoint, started_at}."""
+        return {r["checkpoint_sha"]: {"number": r["number"], "checkpoint": r["checkpoint"], "started_at": r["started_at"]}
+                for r in self._db().execute("SELECT * FROM rounds ORDER BY number")}
+
     def add_item(self, prompt_id: str, kind: str, candidate_ids: list[int], max_judgments: int) -> bool:
         with self._tx() as db:
             return db.execute("INSERT INTO items (prompt_id, kind, candidate_ids, max_judgments, created_at) "
@@ -624,7 +653,7 @@ class Store:
         db = self._db()
         return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                 for t in ("annotators", "prompts", "candidates", "items", "assignments", "judgments",
-                          "arena_answers", "arena_votes")}
+                          "rounds", "arena_answers", "arena_votes")}
 
     def integrity(self) -> str:
         """"ok", or what is wrong: SQLite's page-level check, and (both backends) that every item's

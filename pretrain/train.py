@@ -35,10 +35,10 @@ from core.annotator import first_per_task, score_answers
 from core.artifacts import StageDir
 from core.config import UserError, cli
 from core.data import load_rows, load_texts
-from core.distributed import in_sync, per_process_threads
+from core.distributed import in_sync, is_main, per_process_threads
 from core.generation import Decoding, complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
-from core.tokenizer import check_chat_contract, load_tokenizer, train_tokenizer
+from core.tokenizer import adopt_hub_model, check_chat_contract, load_tokenizer, train_tokenizer
 from core.world import corpus_prompt
 
 
@@ -79,6 +79,9 @@ class TrainConfig:
 @dataclass
 class PretrainConfig:
     seed: int = 0
+    # A hub base model (e.g. Qwen/Qwen2.5-0.5B) or a local checkpoint to start from instead of pretraining:
+    # the stage then only adopts it (project chat template and special tokens) and writes it as model/.
+    init_from: str = ""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -205,6 +208,18 @@ def latest_state(stage: StageDir) -> dict | None:
     return torch.load(found[-1], weights_only=True) if found else None
 
 
+def adopt(cfg: PretrainConfig, stage: StageDir) -> dict:
+    """Skip pretraining: the base model is cfg.init_from, made to keep the chat contract."""
+    stage.start(cfg, stage_file=__file__)
+    model, tokenizer = adopt_hub_model(cfg.init_from, torch.bfloat16 if cfg.train.bf16 else torch.float32)
+    metrics = {"init_from": cfg.init_from, "params": count_params(model), "vocab_size": len(tokenizer),
+               "samples": samples(model, tokenizer, cfg.train, cfg.seed)}
+    if is_main():
+        save_checkpoint(model, tokenizer, stage.model)
+    stage.finish(metrics)
+    return metrics
+
+
 # ---------------------------------------------------------------- main
 
 def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts: str | None = None) -> dict:
@@ -214,6 +229,8 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
 
     tc = cfg.train
     stage = StageDir(out)
+    if cfg.init_from:
+        return adopt(cfg, stage)
     texts, heldout_texts = load_texts(corpus), load_texts(heldout)
     stage.start(cfg, inputs={"corpus": corpus, "heldout": heldout}, resume_state=("checkpoints", "tokenizer"),
                 stage_file=__file__)

@@ -33,7 +33,7 @@ from core.artifacts import StageDir
 from core.config import UserError, cli
 from core.annotator import first_per_task
 from core.compare import best_of_n
-from core.data import load_preferences, load_rows
+from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm
 from core.reward import reward_scores
@@ -59,6 +59,7 @@ class RewardStageConfig:
     # it when `make seed` scores candidates for active sampling (mean score; their spread is reported).
     ensemble: int = 1
     best_of_n: BestOfNSettings = field(default_factory=BestOfNSettings)
+    columns: PreferenceColumns = field(default_factory=PreferenceColumns)  # hub datasets: which column is what
 
     def validate(self) -> None:
         if self.center_rewards < 0:
@@ -144,7 +145,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
 
     tokenizer = load_tokenizer(model)
     check_chat_contract(tokenizer, f"{model} tokenizer")
-    train_rows, test_rows = load_preferences(train), load_preferences(test)
+    train_rows, test_rows = load_preferences(train, cfg.columns), load_preferences(test, cfg.columns)
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors", "train": train, "test": test},
                 resume_state=("checkpoints",), stage_file=__file__)

@@ -28,7 +28,7 @@ from core.annotator import first_per_task
 from core.artifacts import StageDir
 from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
-from core.data import load_preferences, load_rows
+from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm, save_checkpoint
 from core.tokenizer import check_chat_contract, load_tokenizer
@@ -46,6 +46,7 @@ class DPOStageConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=1e-4, batch_size=16))
     eval: EvalSettings = field(default_factory=EvalSettings)
+    columns: PreferenceColumns = field(default_factory=PreferenceColumns)  # hub datasets: which column is what
 
     def validate(self) -> None:
         if self.loss_type not in LOSSES:
@@ -64,7 +65,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
 
     tokenizer = load_tokenizer(model)
     check_chat_contract(tokenizer, f"{model} tokenizer")
-    rows = load_preferences(train)
+    rows = load_preferences(train, cfg.columns)
     prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     if not prompts or not {"messages", "task"} <= prompts[0].keys():
         raise UserError(f"{heldout_prompts}: need prompt rows with 'messages' and 'task' (from `make world`)")

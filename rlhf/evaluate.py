@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from core.annotator import ScriptedAnnotator, compare_answers, distinct_rate, first_per_task
-from core.artifacts import StageDir
+from core.artifacts import StageDir, write_json
 from core.compare import kl_to_reference
 from core.config import UserError, cli
 from core.data import load_rows
@@ -356,6 +356,18 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
               + ", ".join(f"{k} {v}" for k, v in provenance.items()) + ".")
     metrics["reward_model"] = {"test": rmm.get("test") if rmm else None, "labels": prefs, "label_provenance": provenance}
 
+    # -- rounds: label -> align -> relabel
+    metrics["rounds"] = round_history(stage.root / "rounds", prefs, rmm, per_model, str(decodings[0]))
+    if metrics["rounds"]:
+        aligned = [n for n in models if n not in ("base", "sft")]
+        rep.h2("Rounds")
+        rep.p(f"Each `make round` seeds new candidates from the newest aligned policy, labels them, and retrains the "
+              f"reward model, DPO and PPO on every round's labels. Win rate vs SFT at {decodings[0]} (95 % CI).")
+        rep.table(["round", "seeded from", "pairs (all rounds)", "reward-model accuracy", *aligned],
+                  [[r["round"], r["seeded_from"], r["pairs"], pct(r["reward_accuracy"]),
+                    *[_with_ci(r["win_rate"][n]) if r["win_rate"].get(n) else "" for n in aligned]]
+                   for r in metrics["rounds"]])
+
     # -- arena
     rep.h2("Arena: blind side-by-side votes")
     rows = load_rows(votes) if votes and Path(votes).exists() and Path(votes).stat().st_size else []
@@ -410,6 +422,23 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
                       f"ceiling {pct(ceiling.get(str(d)))}")
     print(f"report: {stage.root / 'report.md'} and report.html")
     return metrics
+
+
+def round_history(folder: Path, prefs: dict | None, rmm: dict | None, per_model: dict, key: str) -> list[dict]:
+    """This round's summary saved to folder/round_<n>.json next to the earlier rounds'; all of them, oldest first.
+    The round is the newest one the exported labels come from (1 before any `make round`)."""
+    if prefs is None:
+        return []
+    rounds = prefs.get("rounds") or [{"round": 1, "checkpoint": None}]
+    latest = max(rounds, key=lambda r: r["round"])
+    entry = {"round": latest["round"], "seeded_from": latest["checkpoint"],
+             "pairs": prefs.get("pairs_train", 0) + prefs.get("pairs_test", 0),
+             "pairs_by_round": prefs.get("pairs_by_round"),
+             "reward_accuracy": rmm["test"]["accuracy"] if rmm else None,
+             "win_rate": {n: {k: v for k, v in m["decodings"][key]["vs_sft"].items() if k in ("win_rate", "ci95")}
+                          for n, m in per_model.items() if m["decodings"][key].get("vs_sft")}}
+    write_json(folder / f"round_{entry['round']:03d}.json", entry)
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("round_*.json"))]
 
 
 def _json(path: Path) -> dict | None:

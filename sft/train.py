@@ -41,6 +41,7 @@ from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_con
 
 @dataclass
 class DataSettings:
+    messages_column: str = "messages"  # hub datasets: the column holding the conversation (role/content list)
     skip_bad_rows: bool = False        # false = a bad row stops the run naming it
     heldout_loss_rows: int = 500       # held-out reference conversations for the loss before/after
 
@@ -84,6 +85,16 @@ def sample_chats(model, tokenizer, prompts: list[dict], n: int, seed: int, max_n
     return out
 
 
+def messages_rows(rows: list[dict], column: str, source: str) -> list[dict]:
+    """Rows as {"messages": [...]}, the conversation taken from `column` (data.messages_column)."""
+    if column == "messages":
+        return rows
+    if rows and column not in rows[0]:
+        raise UserError(f"{source}: no column {column!r} (columns: {', '.join(sorted(rows[0]))}); "
+                        "fix data.messages_column")
+    return [{"messages": r.get(column)} for r in rows]
+
+
 # ---------------------------------------------------------------- training
 
 def trainer_args(cfg: SFTStageConfig, out: Path):
@@ -108,7 +119,8 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
     stage = StageDir(out)
     tokenizer = load_tokenizer(model)
     max_len = cfg.train.max_length
-    rows, skipped = check_chat_rows(load_rows(data), data, tokenizer, max_len, cfg.data.skip_bad_rows)
+    rows, skipped = check_chat_rows(messages_rows(load_rows(data), cfg.data.messages_column, data), data, tokenizer,
+                                    max_len, cfg.data.skip_bad_rows)
     n_demos = len(rows)
     inputs = {"model_config": Path(model) / "config.json", "model_weights": Path(model) / "model.safetensors",
               "data": data, "heldout_prompts": heldout_prompts}

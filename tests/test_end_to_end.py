@@ -55,6 +55,27 @@ def test_make_all_micro(tmp_path):
                                cwd=ROOT, capture_output=True, text=True)
     assert "--corrections" in with_corr.stdout and "labeling_ui" not in with_corr.stdout
 
+    # one more round, labeled by the scripted annotators: seeded from the newest aligned policy (PPO finishes
+    # last), every round's labels exported, reward / DPO / PPO retrained, and the report gains a row
+    from labeling_ui.store import Store
+    before = {j["id"]: j["choice"] for j in Store(db).judgments()}
+    r = subprocess.run(["make", "round", "AUTO=1", "SCALE=micro", f"RUNS={runs}", f"DB={db}"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    store = Store(db)
+    rounds = {v["number"]: v["checkpoint"] for v in store.rounds().values()}
+    assert rounds == {1: str(runs / "sft" / "model"), 2: str(runs / "ppo" / "model")}
+    assert json.loads((runs / "seed" / "metrics.json").read_text())["round"] == 2
+    after = {j["id"]: j["choice"] for j in store.judgments()}
+    assert len(after) == 2 * len(before) and all(after[i] == c for i, c in before.items())  # nothing lost
+    pairs = [json.loads(x) for f in ("train", "test") for x in (runs / "prefs" / f"{f}.jsonl").read_text().splitlines()]
+    assert {p["round"] for p in pairs} == {1, 2}
+    reward2 = json.loads((runs / "reward" / "metrics.json").read_text())
+    assert reward2["pairs"]["train"] + reward2["pairs"]["test"] == len(pairs)
+    ev2 = json.loads((runs / "eval" / "metrics.json").read_text())
+    assert [x["round"] for x in ev2["rounds"]] == [1, 2] and ev2["rounds"][1]["pairs"] == len(pairs)
+    assert "## Rounds" in (runs / "eval" / "report.md").read_text()
+
 
 def test_args_reach_only_the_named_stage(tmp_path):
     r = subprocess.run(["make", "-n", "sft", f"RUNS={tmp_path}", "ARGS=train.epochs=1"], cwd=ROOT,
