@@ -1,0 +1,142 @@
+"""Benchmark: label efficiency. Does active sampling get a good reward model from fewer labels than random?
+
+Run:    make bench-active   (python -m bench.active --model runs/tiny/sft/model --prompts runs/tiny/world/prompts_train.jsonl
+                             --heldout-prompts runs/tiny/world/prompts_heldout.jsonl [--budgets 100,200,...])
+
+The pool: the SFT policy answers `--pool-prompts` training prompts k times (the seed stage's decodings);
+every pair of a prompt's answers that the scripted annotator (strict, no noise) does not score equal is
+a candidate label. The test set: the same for held-out prompts. Both strategies start from the same
+random labels and grow to each budget in turn, retraining the reward model from the SFT checkpoint each
+time (the reward stage's own training, configs/<scale>/reward.yaml):
+  random   the next labels are drawn at random from the pool
+  active   the next labels are the pool pairs the current reward model separates least (smallest |margin|)
+Prints held-out pair accuracy per budget, and how many labels each strategy needs to reach --target
+(goal: active needs at most 0.7x of random's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from core.annotator import ScriptedAnnotator
+from core.config import load_config
+from core.data import load_rows
+from core.generation import Decoding, chat
+from core.model import load_causal_lm
+from core.tokenizer import load_tokenizer
+from labeling_ui.config import LabelConfig
+from reward.train import RewardStageConfig, accuracy_report, pair_scores, train_member
+
+
+def labeled_pairs(model, tok, prompts: list[dict], cfg: LabelConfig, seed: int) -> list[dict]:
+    """Every pair of a prompt's k answers the scripted annotator can tell apart, as preference rows."""
+    s, judge = cfg.seed, ScriptedAnnotator("strict", noise=0.0)
+    answers = []
+    for j in range(s.k):
+        d = s.decodings[j % len(s.decodings)]
+        dec = Decoding(d.temperature, d.top_k, d.top_p, s.max_new_tokens)
+        answers.append([c.text for c in chat(model, tok, [p["messages"] for p in prompts], dec,
+                                              batch_size=s.batch_size, seed=seed + j)])
+    rows = []
+    for i, p in enumerate(prompts):
+        texts = sorted({a[i] for a in answers})
+        scores = {t: judge.score(p, t) for t in texts}
+        for a, b in itertools.combinations(texts, 2):
+            if scores[a] != scores[b]:
+                win, lose = (a, b) if scores[a] > scores[b] else (b, a)
+                rows.append({"prompt": p["messages"], "chosen": [{"role": "assistant", "content": win}],
+                             "rejected": [{"role": "assistant", "content": lose}], "prompt_id": p["id"]})
+    return rows
+
+
+def learning_curve(strategy: str, pool: list[dict], test: list[dict], budgets: list[int], rm_cfg, model: str, tok,
+                   seed: int, work: Path) -> list[dict]:
+    from torch.utils.tensorboard import SummaryWriter
+    rng = random.Random(seed)
+    order = list(range(len(pool)))
+    rng.shuffle(order)
+    chosen = order[: budgets[0]]                     # both strategies start from the same random labels
+    curve, writer, rm = [], SummaryWriter(str(work / "logs")), None
+    for n, budget in enumerate(budgets):
+        if n:
+            need, taken = budget - len(chosen), set(chosen)
+            rest = [i for i in order if i not in taken]
+            if strategy == "random":
+                picked = rest[:need]
+            else:  # the pairs the current reward model is least sure about
+                margins = pair_scores(rm, tok, [pool[i] for i in rest])
+                picked = [i for _, i in sorted(zip((abs(a - b) for a, b in margins), rest))][:need]
+            chosen += picked
+        t0 = time.perf_counter()
+        rm, *_ = train_member(rm_cfg, seed, model, tok, [pool[i] for i in chosen], work / f"{strategy}_{budget}",
+                              work / f"ckpt_{strategy}_{budget}", writer)
+        acc = accuracy_report(test, pair_scores(rm, tok, test))["accuracy"]
+        curve.append({"labels": len(chosen), "accuracy": acc, "train_s": time.perf_counter() - t0})
+        print(f"  {strategy:<7} {len(chosen):>6} labels: held-out accuracy {acc:.1%}", flush=True)
+    writer.close()
+    return curve
+
+
+def labels_to_reach(curve: list[dict], target: float) -> float | None:
+    """Labels at which the curve first reaches `target`, interpolated linearly between budgets."""
+    prev = None
+    for point in curve:
+        if point["accuracy"] >= target:
+            if prev is None or point["accuracy"] == prev["accuracy"]:
+                return point["labels"]
+            f = (target - prev["accuracy"]) / (point["accuracy"] - prev["accuracy"])
+            return prev["labels"] + f * (point["labels"] - prev["labels"])
+        prev = point
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="runs/tiny/sft/model")
+    ap.add_argument("--prompts", default="runs/tiny/world/prompts_train.jsonl")
+    ap.add_argument("--heldout-prompts", default="runs/tiny/world/prompts_heldout.jsonl")
+    ap.add_argument("--label-config", default="configs/tiny/label.yaml")
+    ap.add_argument("--reward-config", default="configs/tiny/reward.yaml")
+    ap.add_argument("--pool-prompts", type=int, default=400)
+    ap.add_argument("--test-prompts", type=int, default=200)
+    ap.add_argument("--budgets", default="100,200,300,400,600,800")
+    ap.add_argument("--target", type=float, default=0.8)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    label_cfg = load_config(LabelConfig, args.label_config)
+    rm_cfg = load_config(RewardStageConfig, args.reward_config, ["train.save_every=100000"])
+    tok, policy = load_tokenizer(args.model), load_causal_lm(args.model)
+
+    t0 = time.perf_counter()
+    pool = labeled_pairs(policy, tok, load_rows(args.prompts)[: args.pool_prompts], label_cfg, args.seed)
+    test = labeled_pairs(policy, tok, load_rows(args.heldout_prompts)[: args.test_prompts], label_cfg, args.seed + 100)
+    print(f"pool: {len(pool)} labelable pairs from {args.pool_prompts} training prompts; test: {len(test)} pairs from "
+          f"{args.test_prompts} held-out prompts ({time.perf_counter() - t0:.0f} s of generation)")
+    budgets = [b for b in budgets if b <= len(pool)]
+    with tempfile.TemporaryDirectory(prefix="bench-active-") as work:
+        curves = {s: learning_curve(s, pool, test, budgets, rm_cfg, args.model, tok, args.seed, Path(work))
+                  for s in ("random", "active")}
+
+    print(f"\nReward-model held-out pair accuracy vs labels (reward config {args.reward_config}: "
+          f"{asdict(rm_cfg.train)['epochs']:g} epochs per fit)")
+    print(f"{'labels':>7} {'random':>8} {'active':>8}")
+    for r, a in zip(curves["random"], curves["active"]):
+        print(f"{r['labels']:>7} {r['accuracy']:>8.1%} {a['accuracy']:>8.1%}")
+    need = {s: labels_to_reach(c, args.target) for s, c in curves.items()}
+    fmt = {s: f"{v:.0f}" if v is not None else f"not reached within {budgets[-1]}" for s, v in need.items()}
+    print(f"\nlabels to reach {args.target:.0%}: random {fmt['random']}, active {fmt['active']}", end="")
+    if None not in need.values():
+        print(f"; active / random = {need['active'] / need['random']:.2f} (goal <= 0.70)")
+    else:
+        print()
+
+
+if __name__ == "__main__":
+    main()
