@@ -48,7 +48,7 @@ PREFS_TRAIN ?= $(RUNS)/prefs/train.jsonl
 PREFS_TEST  ?= $(RUNS)/prefs/test.jsonl
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
 
-.PHONY: round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
+.PHONY: bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
 help: ## list the targets
@@ -239,6 +239,10 @@ bench-playground: $(VENV)/.installed ## print the Playground's response time per
 
 bench-label: $(VENV)/.installed postgres ## print labeling latency (20 concurrent annotators vs the app; SQLite and PostgreSQL) and seeding speed
 	$(PY) -m bench.label --config $(LABEL) --model $(RUNS)/sft/model $(ARGS)
+
+bench-active: $(RUNS)/sft/DONE ## print reward-model accuracy vs labels for active and random sampling (labels to reach 80 %)
+	$(PY) -m bench.active --model $(RUNS)/sft/model --prompts $(RUNS)/world/prompts_train.jsonl \
+		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --label-config $(LABEL) --reward-config $(CFG)/reward.yaml $(ARGS)
 
 clean: ## delete runs/ (model artifacts); never touches data/ (labels)
 	rm -rf runs

@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--reward-config", default="configs/tiny/reward.yaml")
     ap.add_argument("--pool-prompts", type=int, default=400)
     ap.add_argument("--test-prompts", type=int, default=200)
-    ap.add_argument("--budgets", default="100,200,300,400,600,800")
+    ap.add_argument("--budgets", default="100,200,400,600,800")
     ap.add_argument("--target", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
