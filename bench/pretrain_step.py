@@ -4,7 +4,8 @@ Run:    make bench      (python -m bench.pretrain_step [--steps 15] [--sizes 128
 
 For each model size (batch 16 x 256 tokens, fp32, all cores) these loops train on random token ids:
   project   the pretrain stage's own step as `make pretrain` runs it: pretrain.train.train_step with
-            its compiled loss and fused AdamW, under tcmalloc when the Makefile found it
+            its compiled loss and fused AdamW, through accelerate's Accelerator (one process), under
+            tcmalloc when the Makefile found it
   proj-libc the same step with the stock allocator (shown only when tcmalloc is used), so each
             lever's share is visible
   eager     the same Llama model in a plain loop: no compile, torch's default (unfused) AdamW
@@ -79,6 +80,7 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     heads = max(2, d // 64)
+    accelerator = None
     if variant == "nanogpt":
         model = NanoGPT(VOCAB, d, layers, heads, SEQ + 1)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -96,8 +98,10 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
         model = build_model(ModelConfig(hidden_size=d, intermediate_size=int(8 * d / 3) // 32 * 32, num_layers=layers,
                                         num_heads=heads, num_kv_heads=heads, max_seq_len=SEQ + 1), _Tok())
         if variant in ("project", "proj-libc"):
+            from accelerate import Accelerator
             tc = TrainConfig()  # the stage's defaults: compile + fused AdamW
-            opt = make_optimizer(model, tc)
+            accelerator = Accelerator(cpu=True)
+            model, opt = accelerator.prepare(model, make_optimizer(model, tc))
             loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
         else:
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -111,7 +115,7 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
     for i in range(warmup + steps):
         batch = torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=gen)
         t = time.perf_counter()
-        train_step(model, opt, loss_fn, batch, 1.0)
+        train_step(model, opt, loss_fn, batch, 1.0, accelerator)
         if i == warmup - 1:
             t_first = time.perf_counter() - t_first
         if i >= warmup:
