@@ -4,10 +4,12 @@ Run:    make bench-active   (python -m bench.active --model runs/tiny/sft/model 
                              --heldout-prompts runs/tiny/world/prompts_heldout.jsonl [--budgets 100,200,...])
 
 The pool: the SFT policy answers `--pool-prompts` training prompts k times (the seed stage's decodings);
-every pair of a prompt's answers that the scripted annotator (strict, no noise) does not score equal is
-a candidate label. The test set: the same for held-out prompts. Both strategies start from the same
-random labels and grow to each budget in turn, retraining the reward model from the SFT checkpoint each
-time (the reward stage's own training, configs/<scale>/reward.yaml):
+every pair of a prompt's answers becomes a label as a noisy annotator would give it (the scripted
+annotator, strict persona, Gaussian noise --label-noise on its scores, as `make label-auto` uses; pairs
+it scores equal are dropped). The test set: held-out prompts' pairs judged without noise (the truth).
+Both strategies start from the same random labels and grow to each budget in turn, retraining the reward
+model from the SFT checkpoint each time (the reward stage's own training, configs/<scale>/reward.yaml);
+the curves are averaged over --seeds runs (each its own pool order and annotator noise):
   random   the next labels are drawn at random from the pool
   active   the next labels are the pool pairs the current reward model separates least (smallest |margin|)
 Prints held-out pair accuracy per budget, and how many labels each strategy needs to reach --target
@@ -34,18 +36,22 @@ from labeling_ui.config import LabelConfig
 from reward.train import RewardStageConfig, accuracy_report, pair_scores, train_member
 
 
-def labeled_pairs(model, tok, prompts: list[dict], cfg: LabelConfig, seed: int) -> list[dict]:
-    """Every pair of a prompt's k answers the scripted annotator can tell apart, as preference rows."""
-    s, judge = cfg.seed, ScriptedAnnotator("strict", noise=0.0)
-    answers = []
+def answers_for(model, tok, prompts: list[dict], cfg: LabelConfig, seed: int) -> list[list[str]]:
+    """k answers per prompt, with the seed stage's decodings."""
+    s, answers = cfg.seed, []
     for j in range(s.k):
         d = s.decodings[j % len(s.decodings)]
         dec = Decoding(d.temperature, d.top_k, d.top_p, s.max_new_tokens)
         answers.append([c.text for c in chat(model, tok, [p["messages"] for p in prompts], dec,
                                               batch_size=s.batch_size, seed=seed + j)])
+    return [sorted({a[i] for a in answers}) for i in range(len(prompts))]
+
+
+def labeled_pairs(prompts: list[dict], answers: list[list[str]], noise: float, seed: int) -> list[dict]:
+    """Every pair of a prompt's answers the annotator (strict persona, this much score noise) does not score equal."""
+    judge = ScriptedAnnotator("strict", noise=noise, seed=seed)
     rows = []
-    for i, p in enumerate(prompts):
-        texts = sorted({a[i] for a in answers})
+    for p, texts in zip(prompts, answers):
         scores = {t: judge.score(p, t) for t in texts}
         for a, b in itertools.combinations(texts, 2):
             if scores[a] != scores[b]:
@@ -105,9 +111,10 @@ def main() -> None:
     ap.add_argument("--reward-config", default="configs/tiny/reward.yaml")
     ap.add_argument("--pool-prompts", type=int, default=400)
     ap.add_argument("--test-prompts", type=int, default=200)
-    ap.add_argument("--budgets", default="100,200,400,600,800")
+    ap.add_argument("--budgets", default="25,50,100,200,400,800")
     ap.add_argument("--target", type=float, default=0.8)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--label-noise", type=float, default=0.5)
+    ap.add_argument("--seeds", type=int, default=2)
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     label_cfg = load_config(LabelConfig, args.label_config)
@@ -115,22 +122,29 @@ def main() -> None:
     tok, policy = load_tokenizer(args.model), load_causal_lm(args.model)
 
     t0 = time.perf_counter()
-    pool = labeled_pairs(policy, tok, load_rows(args.prompts)[: args.pool_prompts], label_cfg, args.seed)
-    test = labeled_pairs(policy, tok, load_rows(args.heldout_prompts)[: args.test_prompts], label_cfg, args.seed + 100)
-    print(f"pool: {len(pool)} labelable pairs from {args.pool_prompts} training prompts; test: {len(test)} pairs from "
+    train_prompts, test_prompts = load_rows(args.prompts)[: args.pool_prompts], load_rows(args.heldout_prompts)[: args.test_prompts]
+    train_answers = answers_for(policy, tok, train_prompts, label_cfg, 0)
+    test = labeled_pairs(test_prompts, answers_for(policy, tok, test_prompts, label_cfg, 100), 0.0, 0)
+    print(f"{args.pool_prompts} training prompts x {label_cfg.seed.k} answers; test: {len(test)} pairs from "
           f"{args.test_prompts} held-out prompts ({time.perf_counter() - t0:.0f} s of generation)")
-    budgets = [b for b in budgets if b <= len(pool)]
+    runs = {"random": [], "active": []}
     with tempfile.TemporaryDirectory(prefix="bench-active-") as work:
-        curves = {s: learning_curve(s, pool, test, budgets, rm_cfg, args.model, tok, args.seed, Path(work))
-                  for s in ("random", "active")}
+        for seed in range(args.seeds):
+            pool = labeled_pairs(train_prompts, train_answers, args.label_noise, seed)
+            print(f"seed {seed}: pool of {len(pool)} pairs labeled with noise {args.label_noise}")
+            for strategy in runs:
+                runs[strategy].append(learning_curve(strategy, pool, test, [b for b in budgets if b <= len(pool)],
+                                                     rm_cfg, args.model, tok, seed, Path(work) / str(seed)))
+    curves = {s: [{"labels": pts[0]["labels"], "accuracy": sum(p["accuracy"] for p in pts) / len(pts)}
+                  for pts in zip(*c)] for s, c in runs.items()}
 
-    print(f"\nReward-model held-out pair accuracy vs labels (reward config {args.reward_config}: "
-          f"{asdict(rm_cfg.train)['epochs']:g} epochs per fit)")
+    print(f"\nReward-model held-out pair accuracy vs labels, mean of {args.seeds} seeds (reward config "
+          f"{args.reward_config}: {asdict(rm_cfg.train)['epochs']:g} epochs per fit)")
     print(f"{'labels':>7} {'random':>8} {'active':>8}")
     for r, a in zip(curves["random"], curves["active"]):
         print(f"{r['labels']:>7} {r['accuracy']:>8.1%} {a['accuracy']:>8.1%}")
     need = {s: labels_to_reach(c, args.target) for s, c in curves.items()}
-    fmt = {s: f"{v:.0f}" if v is not None else f"not reached within {budgets[-1]}" for s, v in need.items()}
+    fmt = {s: f"{v:.0f}" if v is not None else f"not reached within {curves[s][-1]['labels']}" for s, v in need.items()}
     print(f"\nlabels to reach {args.target:.0%}: random {fmt['random']}, active {fmt['active']}", end="")
     if None not in need.values():
         print(f"; active / random = {need['active'] / need['random']:.2f} (goal <= 0.70)")

@@ -431,7 +431,8 @@ def round_history(folder: Path, prefs: dict | None, rmm: dict | None, per_model:
         return []
     rounds = prefs.get("rounds") or [{"round": 1, "checkpoint": None}]
     latest = max(rounds, key=lambda r: r["round"])
-    entry = {"round": latest["round"], "seeded_from": latest["checkpoint"],
+    sha = (latest.get("checkpoint_sha256") or "")[:10]
+    entry = {"round": latest["round"], "seeded_from": f"{latest['checkpoint']} ({sha})" if sha else latest["checkpoint"],
              "pairs": prefs.get("pairs_train", 0) + prefs.get("pairs_test", 0),
              "pairs_by_round": prefs.get("pairs_by_round"),
              "reward_accuracy": rmm["test"]["accuracy"] if rmm else None,

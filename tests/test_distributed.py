@@ -1,4 +1,4 @@
-"""Two processes, one stage: each training stage under `accelerate launch` with the shipped DDP config, on CPU (gloo).
+"""Two processes, one stage: pretrain, SFT, reward, DPO and PPO under `accelerate launch` with the shipped DDP config, on CPU (gloo).
 
 Each rank trains on its own slice of the data, so equal weights at the end prove the gradients were
 averaged; the saved model must be those weights. (`--cpu` would silently run one process; the shipped
@@ -55,14 +55,31 @@ def test_sft_ddp_two_processes(tmp_path, world_dir, base_model_dir):
     check_two_ranks_in_sync(tmp_path / "sft")
 
 
-def test_ppo_ddp_two_processes(tmp_path, world_dir, base_model_dir):
+def test_reward_and_dpo_ddp_two_processes(tmp_path, world_dir, base_model_dir, pairs):
+    from transformers import AutoModelForSequenceClassification
+    train, test = map(str, pairs)
+    launch("reward.train", "--config", str(ROOT / "configs/micro/reward.yaml"), "--model", str(base_model_dir),
+           "--train", train, "--test", test, "--out", str(tmp_path / "reward"), "train.max_steps=3")
+    check_two_ranks_in_sync(tmp_path / "reward", AutoModelForSequenceClassification)
+    launch("rlhf.dpo", "--config", str(ROOT / "configs/micro/dpo.yaml"), "--model", str(base_model_dir),
+           "--train", train, "--heldout-prompts", str(world_dir / "prompts_heldout.jsonl"),
+           "--out", str(tmp_path / "dpo"), "eval.per_task=1")
+    check_two_ranks_in_sync(tmp_path / "dpo")
+
+
+def scorer(base_model_dir, out):
+    """An untrained score head on the base model: the RL stages only need a scorer here."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    rm = tmp_path / "rm"  # an untrained score head on the base model: PPO only needs a scorer here
     model = AutoModelForSequenceClassification.from_pretrained(base_model_dir, num_labels=1)
     tok = AutoTokenizer.from_pretrained(base_model_dir)
     model.config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(rm)
-    tok.save_pretrained(rm)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_ppo_ddp_two_processes(tmp_path, world_dir, base_model_dir):
+    rm = scorer(base_model_dir, tmp_path / "rm")
     launch("rlhf.ppo", "--config", str(ROOT / "configs/micro/ppo.yaml"), "--model", str(base_model_dir),
            "--reward-model", str(rm), "--prompts", str(world_dir / "prompts_train.jsonl"),
            "--heldout-prompts", str(world_dir / "prompts_heldout.jsonl"), "--out", str(tmp_path / "ppo"),
