@@ -10,10 +10,14 @@ it scores equal are dropped). The test set: held-out prompts' pairs judged witho
 Both strategies start from the same random labels and grow to each budget in turn, retraining the reward
 model from the SFT checkpoint each time (the reward stage's own training, configs/<scale>/reward.yaml);
 the curves are averaged over --seeds runs (each its own pool order and annotator noise):
-  random   the next labels are drawn at random from the pool
-  active   the next labels are the pool pairs the current reward model separates least (smallest |margin|)
-Prints held-out pair accuracy per budget, and how many labels each strategy needs to reach --target
-(goal: active needs at most 0.7x of random's).
+  random        the next labels are drawn at random from the pool
+  margin        the pool pairs the current reward model separates least (smallest |margin|): what the
+                app's active sampling does (app.active_sampling)
+  disagreement  the pool pairs on which an ensemble of --members reward models (other seeds, same labels)
+                disagrees most (largest spread of their margins): uncertainty of the model, not of the pair
+Accuracy is always the one reward model (seed 0 of the ensemble), as the reward stage trains it. Prints
+held-out pair accuracy per budget, and how many labels each strategy needs to reach --target (goal: an
+active strategy needs at most 0.7x of random's).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
+import statistics
 import tempfile
 import time
 from dataclasses import asdict
@@ -62,27 +67,32 @@ def labeled_pairs(prompts: list[dict], answers: list[list[str]], noise: float, s
 
 
 def learning_curve(strategy: str, pool: list[dict], test: list[dict], budgets: list[int], rm_cfg, model: str, tok,
-                   seed: int, work: Path) -> list[dict]:
+                   seed: int, work: Path, members: int = 3) -> list[dict]:
     from torch.utils.tensorboard import SummaryWriter
     rng = random.Random(seed)
     order = list(range(len(pool)))
     rng.shuffle(order)
     chosen = order[: budgets[0]]                     # both strategies start from the same random labels
-    curve, writer, rm = [], SummaryWriter(str(work / "logs")), None
+    curve, writer, rms = [], SummaryWriter(str(work / "logs")), []
     for n, budget in enumerate(budgets):
         if n:
             need, taken = budget - len(chosen), set(chosen)
             rest = [i for i in order if i not in taken]
             if strategy == "random":
                 picked = rest[:need]
-            else:  # the pairs the current reward model is least sure about
-                margins = pair_scores(rm, tok, [pool[i] for i in rest])
-                picked = [i for _, i in sorted(zip((abs(a - b) for a, b in margins), rest))][:need]
+            else:
+                margins = [[a - b for a, b in pair_scores(m, tok, [pool[i] for i in rest])] for m in rms]
+                if strategy == "margin":    # the pairs the reward model separates least
+                    key = [abs(x) for x in margins[0]]
+                else:                       # the pairs the ensemble disagrees on most
+                    key = [-statistics.pstdev(col) for col in zip(*margins)]
+                picked = [i for _, i in sorted(zip(key, rest))][:need]
             chosen += picked
         t0 = time.perf_counter()
-        rm, *_ = train_member(rm_cfg, seed, model, tok, [pool[i] for i in chosen], work / f"{strategy}_{budget}",
-                              work / f"ckpt_{strategy}_{budget}", writer)
-        acc = accuracy_report(test, pair_scores(rm, tok, test))["accuracy"]
+        rms = [train_member(rm_cfg, seed + 1000 * k, model, tok, [pool[i] for i in chosen],
+                            work / f"{strategy}_{budget}_{k}", work / f"ckpt_{strategy}_{budget}_{k}", writer)[0]
+               for k in range(members if strategy == "disagreement" else 1)]
+        acc = accuracy_report(test, pair_scores(rms[0], tok, test))["accuracy"]
         curve.append({"labels": len(chosen), "accuracy": acc, "train_s": time.perf_counter() - t0})
         print(f"  {strategy:<7} {len(chosen):>6} labels: held-out accuracy {acc:.1%}", flush=True)
     writer.close()
@@ -115,6 +125,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.8)
     ap.add_argument("--label-noise", type=float, default=0.5)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--strategies", default="random,margin,disagreement")
+    ap.add_argument("--members", type=int, default=3)
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     label_cfg = load_config(LabelConfig, args.label_config)
@@ -127,30 +139,31 @@ def main() -> None:
     test = labeled_pairs(test_prompts, answers_for(policy, tok, test_prompts, label_cfg, 100), 0.0, 0)
     print(f"{args.pool_prompts} training prompts x {label_cfg.seed.k} answers; test: {len(test)} pairs from "
           f"{args.test_prompts} held-out prompts ({time.perf_counter() - t0:.0f} s of generation)")
-    runs = {"random": [], "active": []}
+    runs = {s: [] for s in args.strategies.split(",")}
     with tempfile.TemporaryDirectory(prefix="bench-active-") as work:
         for seed in range(args.seeds):
             pool = labeled_pairs(train_prompts, train_answers, args.label_noise, seed)
             print(f"seed {seed}: pool of {len(pool)} pairs labeled with noise {args.label_noise}")
             for strategy in runs:
                 runs[strategy].append(learning_curve(strategy, pool, test, [b for b in budgets if b <= len(pool)],
-                                                     rm_cfg, args.model, tok, seed, Path(work) / str(seed)))
+                                                     rm_cfg, args.model, tok, seed, Path(work) / str(seed),
+                                                     args.members))
     curves = {s: [{"labels": pts[0]["labels"], "accuracy": sum(p["accuracy"] for p in pts) / len(pts)}
                   for pts in zip(*c)] for s, c in runs.items()}
 
     print(f"\nReward-model held-out pair accuracy vs labels, mean of {args.seeds} seeds (reward config "
           f"{args.reward_config}: {asdict(rm_cfg.train)['epochs']:g} epochs per fit)")
-    print(f"{'labels':>7} {'random':>8} {'active':>8}")
-    for r, a in zip(curves["random"], curves["active"]):
-        print(f"{r['labels']:>7} {r['accuracy']:>8.1%} {a['accuracy']:>8.1%}")
+    names = list(curves)
+    print(f"{'labels':>7} " + " ".join(f"{n:>13}" for n in names))
+    for points in zip(*curves.values()):
+        print(f"{points[0]['labels']:>7} " + " ".join(f"{p['accuracy']:>13.1%}" for p in points))
     need = {s: labels_to_reach(c, args.target) for s, c in curves.items()}
-    fmt = {s: f"{v:.0f}" if v is not None else f"not reached within {curves[s][-1]['labels']}" for s, v in need.items()}
-    print(f"\nlabels to reach {args.target:.0%}: random {fmt['random']}, active {fmt['active']}", end="")
-    if None not in need.values():
-        print(f"; active / random = {need['active'] / need['random']:.2f} (goal <= 0.70)")
-    else:
-        print()
-
+    print(f"\nlabels to reach {args.target:.0%}:")
+    for s in names:
+        ratio = (f"  {need[s] / need['random']:.2f}x random's (goal <= 0.70)"
+                 if s != "random" and need[s] is not None and need.get("random") else "")
+        print(f"  {s:<13} " + (f"{need[s]:.0f}" if need[s] is not None else
+                               f"not reached within {curves[s][-1]['labels']}") + ratio)
 
 if __name__ == "__main__":
     main()
