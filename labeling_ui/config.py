@@ -40,7 +40,7 @@ class SeedSettings:
 class AppSettings:
     host: str = "127.0.0.1"
     port: int = 7860
-    active_sampling: bool = False      # true: smallest reward-model margin first (when items are scored)
+    active_sampling: bool = False      # true: items an RM ensemble disagrees on first (reward ensemble > 1), else smallest margin
     lease_s: float = 1800.0            # an assigned item is reserved this long for its annotator
     concurrency: int = 32              # submits handled at once (SQLite serialises the writes themselves)
 

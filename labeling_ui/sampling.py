@@ -1,9 +1,13 @@
 """Which item an annotator gets next (pure; the store calls it inside its assignment transaction).
 
 Default: fewest judgments (plus live assignments) first, so overlap fills evenly and agreement can
-be measured early. Active sampling (`active=True`): items whose candidates the current reward model
-separates least (smallest score margin) come first, since a human label there teaches the reward
-model most; items the reward model has not scored follow, fewest judgments first. Ties are broken
+be measured early. Active sampling (`active=True`): when an ensemble of reward models scored the items,
+those its members disagree on most come first (the model is unsure, and a label resolves it); else those
+the reward model separates least (smallest score margin). `make bench-active` measured why the ensemble
+comes first: with noisy annotators, smallest-margin items are mostly near-ties whose labels are coin
+flips, and that order needed ~4x the labels random order needed to reach 80 %; disagreement needed about
+as many as random (1.1x) and ended higher.
+Items the reward model has not scored follow, fewest judgments first. Ties are broken
 by a per-annotator pseudo-random order, so concurrent annotators spread over items instead of
 colliding on the same one, and the order is reproducible.
 """
@@ -18,6 +22,7 @@ class ItemState:
     item_id: int
     n_taken: int                 # judgments + other annotators' live assignments
     margin: float | None = None  # reward-model score gap between its closest candidates; None = not scored
+    disagreement: float | None = None  # spread of an ensemble's margins; None = scored by one model or none
 
 
 def spread(salt: int, item_id: int) -> int:
@@ -28,8 +33,11 @@ def spread(salt: int, item_id: int) -> int:
 def priority(item: ItemState, active: bool, salt: int) -> tuple:
     """Sort key: smaller comes first."""
     if active:
-        unscored = item.margin is None
-        return (unscored, 0.0 if unscored else abs(item.margin), item.n_taken, spread(salt, item.item_id))
+        if item.disagreement is not None:
+            return (0, -item.disagreement, item.n_taken, spread(salt, item.item_id))
+        if item.margin is not None:
+            return (1, abs(item.margin), item.n_taken, spread(salt, item.item_id))
+        return (2, 0.0, item.n_taken, spread(salt, item.item_id))
     return (item.n_taken, spread(salt, item.item_id))
 
 

@@ -124,18 +124,18 @@ def round_block(rows: list[dict], round_no: int, per_round: int) -> list[dict]:
 
 def score_items(store: Store, reward_model: str, checkpoint_sha: str, batch_size: int = 32) -> int:
     """Score this checkpoint's candidates with the reward model (the mean over its ensemble, when the
-    reward stage trained one); items get their smallest margin."""
+    reward stage trained one); items get their smallest margin, and with an ensemble its disagreement."""
     from core.reward import ensemble_members, load_reward_model, reward_scores
 
     prompts = store.prompts()
     cands = store.candidates(checkpoint_sha=checkpoint_sha)
     convs = [prompts[c["prompt_id"]]["messages"] + [{"role": "assistant", "content": c["text"]}] for c in cands]
-    members = ensemble_members(reward_model)
-    totals = [0.0] * len(cands)
-    for path in members:
+    per_member = []
+    for path in ensemble_members(reward_model):
         rm, rm_tok = load_reward_model(path)
-        totals = [t + s for t, s in zip(totals, reward_scores(rm, rm_tok, convs, batch_size))]
-    store.set_rm_scores({c["id"]: t / len(members) for c, t in zip(cands, totals)})
+        per_member.append({c["id"]: s for c, s in zip(cands, reward_scores(rm, rm_tok, convs, batch_size))})
+    mean = {c["id"]: sum(m[c["id"]] for m in per_member) / len(per_member) for c in cands}
+    store.set_rm_scores(mean, per_member)
     return len(cands)
 
 

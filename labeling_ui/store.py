@@ -5,7 +5,8 @@ Tables (constraints live in the schema, not only in code):
   prompts      the prompt row (messages + the task fields the scripted annotator needs)
   candidates   k model responses per prompt, with provenance: checkpoint path + sha256, decoding, seed
   items        what is judged: a prompt with 2 candidates (kind "pair") or all k (kind "rank"),
-               how many annotators may judge it (max_judgments), reward-model margin when known
+               how many annotators may judge it (max_judgments), reward-model margin when known, and the
+               spread of an ensemble's margins (disagreement) when several reward models scored it
   assignments  an item handed to an annotator, with the shuffled order it is shown in; it reserves
                one of the item's judgment slots until it is submitted or its lease expires
   judgments    one per (item, annotator) [UNIQUE]; never more than the item's max_judgments [trigger];
@@ -33,9 +34,11 @@ per process; it keeps one connection per thread.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
+import statistics
 import sqlite3
 import threading
 import time
@@ -90,6 +93,7 @@ CREATE TABLE IF NOT EXISTS items (
     max_judgments INTEGER NOT NULL CHECK (max_judgments >= 1),
     n_judged      INTEGER NOT NULL DEFAULT 0 CHECK (n_judged BETWEEN 0 AND max_judgments),  -- kept by a trigger
     margin        REAL,
+    disagreement  REAL,
     created_at    REAL NOT NULL,
     UNIQUE (prompt_id, kind, candidate_ids)
 );
@@ -290,6 +294,7 @@ class Store:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise StoreError(f"{self.where}: cannot open the label store ({first}); check DB= (a reachable "
                                  "postgresql://user@host:port/database whose database exists)") from None
+            self._add_missing_columns()
             return
         self._integrity = (sqlite3.IntegrityError,)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +302,14 @@ class Store:
             self._db().executescript("BEGIN IMMEDIATE;" + SCHEMA + SQLITE_TRIGGERS + "COMMIT;")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable label store ({e}); point --db / DB= at a labels .db file") from None
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a store was created (its labels stay as they are)."""
+        with self._tx() as db:
+            have = {r[0] for r in db.execute("SELECT * FROM items LIMIT 0").description}
+            if "disagreement" not in have:
+                db.execute("ALTER TABLE items ADD COLUMN disagreement " + ("DOUBLE PRECISION" if self.postgres else "REAL"))
 
     # ------------------------------------------------------------------ connection and transactions
     def _db(self):
@@ -441,16 +454,23 @@ class Store:
                               "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                               (prompt_id, kind, json.dumps(candidate_ids), max_judgments, _now())).rowcount == 1
 
-    def set_rm_scores(self, scores: dict[int, float]) -> None:
-        """Reward-model scores per candidate id; each item's margin becomes the smallest gap among its candidates."""
+    def set_rm_scores(self, scores: dict[int, float], members: list[dict[int, float]] = ()) -> None:
+        """Reward-model scores per candidate id (an ensemble's mean); each item's margin becomes the smallest gap
+        among its candidates. With the ensemble's members' scores, each item also gets their disagreement: the
+        largest spread (population std) over members of the score gap between two of its candidates."""
         with self._tx() as db:
             db.executemany("UPDATE candidates SET rm_score = ? WHERE id = ?", [(float(s), int(c)) for c, s in scores.items()])
             for item in db.execute("SELECT id, candidate_ids FROM items").fetchall():
                 ids = json.loads(item["candidate_ids"])
                 vals = sorted(scores[c] for c in ids if c in scores)
-                if len(vals) == len(ids):
-                    db.execute("UPDATE items SET margin = ? WHERE id = ?",
-                               (min(b - a for a, b in zip(vals, vals[1:])), item["id"]))
+                if len(vals) != len(ids):
+                    continue
+                spread = None
+                if len(members) > 1:
+                    spread = max(statistics.pstdev(m[a] - m[b] for m in members)
+                                 for a, b in itertools.combinations(ids, 2))
+                db.execute("UPDATE items SET margin = ?, disagreement = ? WHERE id = ?",
+                           (min(b - a for a, b in zip(vals, vals[1:])), spread, item["id"]))
 
     # ------------------------------------------------------------------ assignment and submission
     def next_item(self, annotator: str, kind: str, active: bool = False) -> Shown | None:
@@ -481,11 +501,12 @@ class Store:
         (fewest judgments first: indexed, so it stays fast with many items) and the pure policy picks
         one, counting other annotators' live assignments and spreading annotators over the window;
         windows move on until one has an item left."""
-        order = "(i.margin IS NULL), i.margin, i.n_judged, i.id" if active else "i.n_judged, i.id"
+        order = ("(i.disagreement IS NULL), -i.disagreement, (i.margin IS NULL), i.margin, i.n_judged, i.id" if active
+                 else "i.n_judged, i.id")
         window, offset = 64, 0
         while True:
             rows = db.execute(
-                "SELECT i.id, i.margin, i.max_judgments, i.n_judged, "
+                "SELECT i.id, i.margin, i.disagreement, i.max_judgments, i.n_judged, "
                 "  (SELECT count(*) FROM assignments a WHERE a.item_id = i.id AND a.assigned_at > :cutoff "
                 "     AND a.annotator_id <> :aid) AS n_assigned "
                 "FROM items i WHERE i.kind = :kind AND i.n_judged < i.max_judgments "
@@ -494,7 +515,7 @@ class Store:
                 {"cutoff": cutoff, "aid": aid, "kind": kind, "window": window, "offset": offset}).fetchall()
             if not rows:
                 return None
-            pick = choose([ItemState(r["id"], r["n_judged"] + r["n_assigned"], r["margin"]) for r in rows
+            pick = choose([ItemState(r["id"], r["n_judged"] + r["n_assigned"], r["margin"], r["disagreement"]) for r in rows
                            if r["n_judged"] + r["n_assigned"] < r["max_judgments"]], active=active, salt=aid)
             if pick is not None:
                 return pick

@@ -57,3 +57,6 @@ def test_item_choice_fewest_judgments_first_or_smallest_margin_when_active():
     assert choose(items, active=True) == 1
     assert choose([ItemState(3, 1, None), ItemState(4, 0, None)], active=True) == 4
     assert choose([]) is None
+    # an ensemble's disagreement outranks the margin: a near-tie everyone agrees on teaches little
+    ens = [ItemState(1, 0, 0.1, 0.05), ItemState(2, 0, 3.0, 0.9), ItemState(3, 0, 0.0, None)]
+    assert choose(ens, active=True) == 2 and choose(ens) in (1, 2, 3)

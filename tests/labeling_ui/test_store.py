@@ -125,6 +125,13 @@ def test_reward_margins_drive_active_sampling(label_db):
     assert store.next_item("bob", "pair", active=False).item_id != pair_items[-1]["id"]
     margins = {i["id"]: i["margin"] for i in store.items() if i["kind"] == "pair"}
     assert margins[pair_items[0]["id"]] == 3.0 and margins[pair_items[-1]["id"]] == 1.0
+    # an ensemble whose members disagree most on the first pair: that item goes first now, margin or not
+    members = [dict(scores), {**scores, pair_items[0]["candidate_ids"][0]: 6.0}]
+    store.set_rm_scores(scores, members)
+    spread = {i["id"]: i["disagreement"] for i in store.items() if i["kind"] == "pair"}
+    assert spread[pair_items[0]["id"]] == pytest.approx(3.0) and spread[pair_items[1]["id"]] == 0.0
+    store.add_annotator("carol", "carol-password")
+    assert store.next_item("carol", "pair", active=True).item_id == pair_items[0]["id"]
 
 
 def test_a_file_that_is_not_a_store_is_one_clear_error(tmp_path):
