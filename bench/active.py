@@ -28,7 +28,6 @@ import random
 import statistics
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from core.annotator import ScriptedAnnotator
@@ -152,7 +151,7 @@ def main() -> None:
                   for pts in zip(*c)] for s, c in runs.items()}
 
     print(f"\nReward-model held-out pair accuracy vs labels, mean of {args.seeds} seeds (reward config "
-          f"{args.reward_config}: {asdict(rm_cfg.train)['epochs']:g} epochs per fit)")
+          f"{args.reward_config}: {rm_cfg.train.epochs:g} epochs per fit)")
     names = list(curves)
     print(f"{'labels':>7} " + " ".join(f"{n:>13}" for n in names))
     for points in zip(*curves.values()):

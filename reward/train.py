@@ -163,12 +163,13 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
     rm, steps, last, result = train_member(cfg, cfg.seed, model, tokenizer, train_rows, stage.model,
                                            stage.checkpoints, writer)
     distributed = in_sync(rm)
-    members = [pair_scores(rm, tokenizer, test_rows)]
+    members = [pair_scores(rm, tokenizer, test_rows)] if is_main() else []  # scores only the main process reports
     for i in range(1, cfg.ensemble):
         print(f"ensemble member {i + 1} of {cfg.ensemble}")
         member, *_ = train_member(cfg, cfg.seed + i, model, tokenizer, train_rows, stage.root / "ensemble" / str(i),
                                   stage.checkpoints / f"member{i}", writer)
-        members.append(pair_scores(member, tokenizer, test_rows))
+        if is_main():
+            members.append(pair_scores(member, tokenizer, test_rows))
         del member
     writer.close()
     if not is_main():
