@@ -4,8 +4,9 @@ Run:    make bench      (python -m bench.pretrain_step [--steps 15] [--sizes 128
 
 For each model size (batch 16 x 256 tokens, fp32, all cores) these loops train on random token ids:
   project   the pretrain stage's own step as `make pretrain` runs it: pretrain.train.train_step with
-            its compiled loss and fused AdamW, through accelerate's Accelerator (one process), under
-            tcmalloc when the Makefile found it
+            its compiled loss, fused AdamW and oneDNN linear layers (core/onednn.py), through
+            accelerate's Accelerator (one process), under tcmalloc when the Makefile found it
+  proj-mkl  the same step with the linear layers' matmuls left to torch's default BLAS (MKL)
   proj-libc the same step with the stock allocator (shown only when tcmalloc is used), so each
             lever's share is visible
   eager     the same Llama model in a plain loop: no compile, torch's default (unfused) AdamW
@@ -13,8 +14,8 @@ For each model size (batch 16 x 256 tokens, fp32, all cores) these loops train o
             width and depth, eager, default AdamW
 Each variant runs in its own process (allocator state from one distorts the next), and the
 variants are interleaved over several rounds; the table shows each one's median. The machine's
-fp32 matmul GFLOP/s is measured before and after, because these machines are shared: compare the
-ratios within one run, not absolute numbers across runs.
+fp32 matmul GFLOP/s (torch.matmul, i.e. MKL, and oneDNN) is measured before and after, because these
+machines are shared: compare the ratios within one run, not absolute numbers across runs.
 """
 
 from __future__ import annotations
@@ -58,14 +59,19 @@ class NanoGPT(nn.Module):
         return self.ln_f(x) @ self.wte.weight.T
 
 
-def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
+def matmul_gflops(n: int = 1024, reps: int = 20) -> tuple[float, float]:
+    """fp32 GFLOP/s of an n x n matmul by torch.matmul (MKL) and by oneDNN."""
+    from core.onednn import matmul_nt
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+    out = []
+    for mm in (torch.matmul, matmul_nt):
+        for _ in range(3):
+            mm(a, b)
+        t = time.perf_counter()
+        for _ in range(reps):
+            mm(a, b)
+        out.append(2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+    return out[0], out[1]
 
 
 def flops_per_token(n_params_matmul: int, layers: int, d: int) -> float:
@@ -97,9 +103,13 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
                 return VOCAB
         model = build_model(ModelConfig(hidden_size=d, intermediate_size=int(8 * d / 3) // 32 * 32, num_layers=layers,
                                         num_heads=heads, num_kv_heads=heads, max_seq_len=SEQ + 1), _Tok())
-        if variant in ("project", "proj-libc"):
+        if variant.startswith("proj"):
             from accelerate import Accelerator
-            tc = TrainConfig()  # the stage's defaults: compile + fused AdamW
+
+            from core.onednn import use_onednn_linear
+            tc = TrainConfig()  # the stage's defaults: compile + fused AdamW + oneDNN linear layers
+            if tc.onednn_linear and variant != "proj-mkl":
+                use_onednn_linear(model)
             accelerator = Accelerator(cpu=True)
             model, opt = accelerator.prepare(model, make_optimizer(model, tc))
             loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
@@ -144,12 +154,12 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count())
     before = matmul_gflops()
     runs: dict[tuple[str, str], list[dict]] = {}
-    variants = ("eager", "project", "proj-libc", "nanogpt") if args.tcmalloc else ("eager", "project", "nanogpt")
+    variants = ("eager", "project", "proj-mkl", "proj-libc", "nanogpt") if args.tcmalloc else ("eager", "project", "proj-mkl", "nanogpt")
     for r in range(args.rounds):
         for size in args.sizes.split(","):
             for variant in variants:
                 env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-                if variant == "project" and args.tcmalloc:
+                if variant in ("project", "proj-mkl") and args.tcmalloc:
                     env["LD_PRELOAD"] = args.tcmalloc
                 out = subprocess.run([sys.executable, "-m", "bench.pretrain_step", "--variant", variant, "--sizes", size,
                                       "--steps", str(args.steps), "--warmup", str(args.warmup)],
@@ -165,8 +175,9 @@ def main() -> None:
 
     print(f"\nPretraining step, batch {BATCH} x {SEQ} tokens, fp32, {os.cpu_count()} threads, vocab {VOCAB}")
     print(f"median of {args.rounds} interleaved rounds; warm-up = first {args.warmup} steps incl. compile (worst round)")
-    print(f"machine fp32 matmul (1024^2): {before:.0f} GFLOP/s before, {after:.0f} after "
-          "(a quiet 2-core box gives ~220; lower means a busy neighbour)\n")
+    print(f"machine fp32 matmul (1024^2), GFLOP/s: MKL {before[0]:.0f} before, {after[0]:.0f} after; "
+          f"oneDNN {before[1]:.0f} before, {after[1]:.0f} after")
+    print("(a quiet 2-core box here gives MKL ~200, oneDNN ~400; lower means a busy neighbour)\n")
     head = f"| {'size':<8} | {'variant':<9} | {'params':>9} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'ms/step':>8} | {'warm-up s':>9} | {'vs eager':>8} |"
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")

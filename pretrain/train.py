@@ -38,6 +38,7 @@ from core.data import load_rows, load_texts
 from core.distributed import in_sync, is_main, per_process_threads
 from core.generation import Decoding, complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
+from core.onednn import use_onednn_linear
 from core.tokenizer import adopt_hub_model, check_chat_contract, load_tokenizer, train_tokenizer
 from core.world import corpus_prompt
 
@@ -68,6 +69,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     compile: bool = True               # torch.compile the forward + loss (CPU inductor: ~1.1x)
     fused_adamw: bool = True
+    onednn_linear: bool = True         # CPU: linear layers' matmuls in oneDNN (AVX-512; ~2x MKL on AMD), core/onednn.py
     bf16: bool = False                 # mixed precision (GPU configs; on CPU bf16 is slower)
     threads: int = 0                   # 0 = all cores
     sample_prompts: list[str] = field(default_factory=lambda: [
@@ -275,6 +277,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         start_step = state["step"]
         print(f"resuming from {stage.checkpoints}/step_{start_step:06d}.pt")
     model.train()
+    onednn_layers = use_onednn_linear(model) if tc.onednn_linear else 0
     model, opt = accelerator.prepare(model, opt)
     loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
 
@@ -340,6 +343,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         "heldout": history,
         "final_heldout_loss": history[-1]["heldout_loss"] if history else None,
         "final_heldout_ppl": history[-1]["heldout_ppl"] if history else None,
+        "onednn_linear_layers": onednn_layers,
         "train_tokens_per_s": round(timed_steps * tokens_per_step / timed_s) if timed_s else None,
         "samples": final_samples,
         "task_probe": probe,
