@@ -7,8 +7,9 @@ gradient and 1.2-1.9x for the weight gradient (`make bench` prints both machines
 The arithmetic stays fp32; results differ from MKL's by float rounding only.
 
 `use_onednn_linear(model)` switches the bias-free nn.Linear modules of a model in place (all of a
-Llama's); parameters, state dicts and saved checkpoints are unchanged, and on a GPU or a torch without
-oneDNN it changes nothing.
+Llama's); parameters, state dicts and saved checkpoints are unchanged. It changes nothing on a machine
+with a GPU (the model is still on the CPU when the stages call it), for non-fp32 weights, or without
+oneDNN; leave it off under bf16 autocast, which does not cast a custom op's inputs.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class OneDNNLinear(torch.nn.Linear):
 
 def available(model: torch.nn.Module) -> bool:
     p = next(model.parameters())
-    return p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    return (p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and not torch.accelerator.is_available())
 
 
 def use_onednn_linear(model: torch.nn.Module) -> int:

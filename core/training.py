@@ -28,6 +28,7 @@ class TrainSettings:
     save_every: int = 50               # resume-state checkpoints every this many steps
     keep_checkpoints: int = 2
     threads: int = 0                   # 0 = all cores
+    onednn_linear: bool = True         # CPU fp32: linear layers' matmuls in oneDNN (~2x MKL here), core/onednn.py
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):

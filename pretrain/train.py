@@ -277,7 +277,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         start_step = state["step"]
         print(f"resuming from {stage.checkpoints}/step_{start_step:06d}.pt")
     model.train()
-    onednn_layers = use_onednn_linear(model) if tc.onednn_linear else 0
+    onednn_layers = use_onednn_linear(model) if tc.onednn_linear and not tc.bf16 else 0
     model, opt = accelerator.prepare(model, opt)
     loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
 

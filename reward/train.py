@@ -36,6 +36,7 @@ from core.compare import best_of_n
 from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm
+from core.onednn import use_onednn_linear
 from core.reward import reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.training import TrainSettings, last_checkpoint, trl_args
@@ -118,6 +119,8 @@ def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train
         warnings.filterwarnings("ignore", message=".*(is_gradient_checkpointing|newly initialized).*")
         rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.train.onednn_linear and not cfg.train.bf16:
+        use_onednn_linear(rm)
     # Length grouping reads `input_ids`; pairs have chosen_/rejected_input_ids, so batches are random here.
     args = RewardConfig(**{**trl_args(cfg.train, seed, checkpoints), "train_sampling_strategy": "random"},
                         disable_dropout=True, center_rewards_coefficient=cfg.center_rewards or None)

@@ -31,6 +31,7 @@ from core.config import UserError, cli
 from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm, save_checkpoint
+from core.onednn import use_onednn_linear
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
@@ -75,6 +76,9 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     torch.set_num_threads(cfg.train.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
+    if cfg.train.onednn_linear and not cfg.train.bf16:
+        for m in (policy, reference):
+            use_onednn_linear(m)
     # Length grouping reads `input_ids`; DPO rows hold prompt/chosen/rejected ids, so batches are random.
     args = DPOConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints), "train_sampling_strategy": "random"},
                      beta=cfg.beta, loss_type=[LOSSES[cfg.loss_type]], label_smoothing=cfg.label_smoothing,

@@ -43,6 +43,7 @@ from core.data import load_rows
 from core.distributed import in_sync, mean_over_ranks, per_process_threads
 from core.generation import Decoding, chat_prompt_ids, generate
 from core.model import load_causal_lm, save_checkpoint
+from core.onednn import use_onednn_linear
 from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
 from core.reward import load_reward_model, reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
@@ -71,6 +72,7 @@ class PPOSettings:
     whiten_advantages: bool = True
     missing_eos_penalty: float = 1.0
     threads: int = 0
+    onednn_linear: bool = True         # CPU fp32: linear layers' matmuls in oneDNN (~2x MKL here), core/onednn.py
 
 
 @dataclass
@@ -158,6 +160,9 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     critic = ValueModel(AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=torch.float32))
     for m in (reference, rm):
         m.requires_grad_(False)
+    if p.onednn_linear:
+        for m in (policy, reference, critic, rm):
+            use_onednn_linear(m)
     opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr)
     opt_v = torch.optim.AdamW(critic.parameters(), lr=p.value_lr)
     policy, opt_pi, critic, opt_v = accelerator.prepare(policy, opt_pi, critic, opt_v)

@@ -29,6 +29,7 @@ from core.config import UserError, cli
 from core.data import load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm, save_checkpoint
+from core.onednn import use_onednn_linear
 from core.reward import load_reward_model
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.training import TrainSettings, last_checkpoint, trl_args
@@ -80,6 +81,9 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     args = config_cls(**common, num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                       temperature=cfg.temperature, beta=cfg.beta)
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
+    if cfg.train.onednn_linear and not cfg.train.bf16:
+        for m in (policy, reference):
+            use_onednn_linear(m)
     tok.padding_side = "left"  # generation pads on the left
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")

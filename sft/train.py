@@ -35,6 +35,7 @@ from core.data import check_chat_rows, load_rows
 from core.distributed import in_sync, is_main, per_process_threads, world_size
 from core.generation import Decoding, chat
 from core.model import count_params, load_causal_lm, save_checkpoint
+from core.onednn import use_onednn_linear
 from core.tokenizer import load_tokenizer
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
@@ -139,6 +140,8 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
                       for p in prompts[: cfg.data.heldout_loss_rows]]
     eval_prompts = first_per_task(prompts, cfg.eval.per_task)
     policy = load_causal_lm(model)
+    if cfg.train.onednn_linear and not cfg.train.bf16:
+        use_onednn_linear(policy)
     context = policy.config.max_position_embeddings
     if max_len > context:
         raise UserError(f"train.max_length={max_len} is longer than the model's context ({model}: "

@@ -55,8 +55,11 @@ def test_llama_with_onednn_linear_trains_like_the_stock_one(tokenizer, tmp_path)
     assert torch.equal(loaded.model.layers[0].mlp.up_proj.weight, fast.model.layers[0].mlp.up_proj.weight)
 
 
-def test_switch_leaves_bf16_models_and_biased_layers_alone(tokenizer):
+def test_switch_leaves_bf16_models_gpu_machines_and_biased_layers_alone(tokenizer, monkeypatch):
     cfg = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2, max_seq_len=64)
     assert use_onednn_linear(build_model(cfg, tokenizer).to(torch.bfloat16)) == 0
+    with monkeypatch.context() as m:  # a GPU machine: the model is on the CPU only until it is moved
+        m.setattr(torch.accelerator, "is_available", lambda: True)
+        assert use_onednn_linear(build_model(cfg, tokenizer)) == 0
     biased = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8, bias=False))
     assert use_onednn_linear(biased) == 1 and type(biased[0]) is torch.nn.Linear

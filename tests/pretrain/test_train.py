@@ -35,6 +35,7 @@ def test_pretrain_learns_and_writes_the_artifact_contract(world_dir, tmp_path):
     probe = metrics["task_probe"]
     assert probe["n"] == 8 and set(probe["correct_by_task"]) == {"story_qa", "arithmetic", "story_write", "greeting"}
     assert len(metrics["samples"]) == 2 and all(isinstance(s["completion"], str) for s in metrics["samples"])
+    assert metrics["onednn_linear_layers"] == 7 + 1  # trained through oneDNN: q k v o gate up down, tied head
     # parameters moved away from the seeded initialisation
     tok = AutoTokenizer.from_pretrained(out / "model")
     init = pt.build_model(load_config(pt.PretrainConfig, None, MICRO).model, tok, seed=0).state_dict()
