@@ -144,3 +144,17 @@ def cli(main: Callable[..., Any], cfg_cls: type, paths: dict[str, str], doc: str
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Tear down this process's share of a distributed run before the interpreter does.
+
+    A process that exits with its gloo group alive can abort in the group's worker threads ("terminate
+    called without an active exception", SIGABRT), and the launcher then kills the other ranks. Local and
+    without a barrier: rank 0 may still be evaluating long after the others finished.
+    """
+    torch = sys.modules.get("torch")  # no group without torch; a stage that never imported it has nothing to do
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
