@@ -71,7 +71,7 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> tuple[float, float]:
         for _ in range(reps):
             mm(a, b)
         out.append(2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
-    return out[0], out[1]
+    return tuple(out)
 
 
 def flops_per_token(n_params_matmul: int, layers: int, d: int) -> float:

@@ -65,12 +65,10 @@ def available(model: torch.nn.Module) -> bool:
             and not torch.accelerator.is_available())
 
 
-def use_onednn_linear(model: torch.nn.Module) -> int:
-    """Switch the model's bias-free nn.Linear modules to OneDNNLinear; returns how many were switched."""
-    if not available(model):
-        return 0
+def use_onednn_linear(*models: torch.nn.Module) -> int:
+    """Switch the models' bias-free nn.Linear modules to OneDNNLinear; returns how many were switched."""
     n = 0
-    for module in model.modules():
+    for module in (m for model in models if available(model) for m in model.modules()):
         if type(module) is torch.nn.Linear and module.bias is None:
             module.__class__ = OneDNNLinear
             n += 1

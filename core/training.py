@@ -30,6 +30,11 @@ class TrainSettings:
     threads: int = 0                   # 0 = all cores
     onednn_linear: bool = True         # CPU fp32: linear layers' matmuls in oneDNN (~2x MKL here), core/onednn.py
 
+    @property
+    def use_onednn(self) -> bool:
+        """oneDNN linear layers take fp32 inputs; bf16 autocast does not cast a custom op's inputs."""
+        return self.onednn_linear and not self.bf16
+
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
             if getattr(self, name) <= 0:

@@ -119,7 +119,7 @@ def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train
         warnings.filterwarnings("ignore", message=".*(is_gradient_checkpointing|newly initialized).*")
         rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.train.onednn_linear and not cfg.train.bf16:
+    if cfg.train.use_onednn:
         use_onednn_linear(rm)
     # Length grouping reads `input_ids`; pairs have chosen_/rejected_input_ids, so batches are random here.
     args = RewardConfig(**{**trl_args(cfg.train, seed, checkpoints), "train_sampling_strategy": "random"},

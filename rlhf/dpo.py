@@ -76,9 +76,8 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     torch.set_num_threads(cfg.train.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
-    if cfg.train.onednn_linear and not cfg.train.bf16:
-        for m in (policy, reference):
-            use_onednn_linear(m)
+    if cfg.train.use_onednn:
+        use_onednn_linear(policy, reference)
     # Length grouping reads `input_ids`; DPO rows hold prompt/chosen/rejected ids, so batches are random.
     args = DPOConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints), "train_sampling_strategy": "random"},
                      beta=cfg.beta, loss_type=[LOSSES[cfg.loss_type]], label_smoothing=cfg.label_smoothing,

@@ -161,8 +161,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     for m in (reference, rm):
         m.requires_grad_(False)
     if p.onednn_linear:
-        for m in (policy, reference, critic, rm):
-            use_onednn_linear(m)
+        use_onednn_linear(policy, reference, critic, rm)
     opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr)
     opt_v = torch.optim.AdamW(critic.parameters(), lr=p.value_lr)
     policy, opt_pi, critic, opt_v = accelerator.prepare(policy, opt_pi, critic, opt_v)

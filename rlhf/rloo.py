@@ -81,9 +81,8 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     args = config_cls(**common, num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                       temperature=cfg.temperature, beta=cfg.beta)
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
-    if cfg.train.onednn_linear and not cfg.train.bf16:
-        for m in (policy, reference):
-            use_onednn_linear(m)
+    if cfg.train.use_onednn:
+        use_onednn_linear(policy, reference)
     tok.padding_side = "left"  # generation pads on the left
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")

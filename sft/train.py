@@ -140,7 +140,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
                       for p in prompts[: cfg.data.heldout_loss_rows]]
     eval_prompts = first_per_task(prompts, cfg.eval.per_task)
     policy = load_causal_lm(model)
-    if cfg.train.onednn_linear and not cfg.train.bf16:
+    if cfg.train.use_onednn:
         use_onednn_linear(policy)
     context = policy.config.max_position_embeddings
     if max_len > context:
