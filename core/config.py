@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import traceback
 import types
 import typing
 from pathlib import Path
@@ -141,20 +143,30 @@ def cli(main: Callable[..., Any], cfg_cls: type, paths: dict[str, str], doc: str
     try:
         cfg = load_config(cfg_cls, args.config, args.overrides)
         main(cfg, **{k: getattr(args, k) for k in paths})
+        code = 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        leave_process_group()
+        code = 2
+    except BaseException as e:
+        if not in_process_group():
+            raise
+        code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
+        if not isinstance(e, SystemExit):
+            traceback.print_exc()
+    if in_process_group():
+        # One rank of a distributed run ends without interpreter shutdown. DDP keeps the gloo group alive
+        # past destroy_process_group, and a gloo worker thread may still drop the last reference to a tensor
+        # of the final collective; if the interpreter is finalizing by then, that thread dies taking the
+        # GIL and the process aborts ("terminate called without an active exception", SIGABRT), which
+        # the launcher reports as a failed run. Artifacts are written and closed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        sys.exit(code)
 
 
-def leave_process_group() -> None:
-    """Tear down this process's share of a distributed run before the interpreter does.
-
-    A process that exits with its gloo group alive can abort in the group's worker threads ("terminate
-    called without an active exception", SIGABRT), and the launcher then kills the other ranks. Local and
-    without a barrier: rank 0 may still be evaluating long after the others finished.
-    """
-    torch = sys.modules.get("torch")  # no group without torch; a stage that never imported it has nothing to do
-    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def in_process_group() -> bool:
+    """Whether this process is one rank of a torch.distributed run (no torch imported: no group)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()

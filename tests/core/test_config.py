@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,45 @@ def test_shipped_accelerate_configs_load_in_accelerate(path):
     from accelerate.commands.config.config_args import ClusterConfig
     cfg = ClusterConfig.from_yaml_file(path)  # unknown keys raise
     assert cfg.distributed_type.value in ("MULTI_GPU", "FSDP", "DEEPSPEED") and cfg.num_machines == 1
+
+
+RANK_SCRIPT = """
+import sys, torch
+from dataclasses import dataclass
+from core.config import UserError, cli
+
+@dataclass
+class Cfg:
+    mode: str = "ok"
+
+def main(cfg, out):
+    torch.distributed.init_process_group("gloo", init_method="tcp://127.0.0.1:0", rank=0, world_size=1)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+    model(torch.ones(1, 2)).sum().backward()
+    print("trained", flush=False)  # buffered: must still reach the pipe
+    if cfg.mode == "bad-input":
+        raise UserError(f"{out}: not a stage directory; pass --out runs/x")
+    if cfg.mode == "crash":
+        raise RuntimeError("boom")
+
+cli(main, Cfg, {"out": "output"})
+"""
+
+
+@pytest.mark.parametrize("mode, code", [("ok", 0), ("bad-input", 2), ("crash", 1)])
+def test_a_rank_in_a_process_group_exits_with_the_stage_outcome(tmp_path, mode, code):
+    """Ranks leave with os._exit (no interpreter shutdown under live gloo threads): the exit code, the
+    one-line error, the traceback and buffered output must survive that."""
+    script = tmp_path / "stage.py"
+    script.write_text(RANK_SCRIPT)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("mode: ok\n")
+    r = subprocess.run([sys.executable, str(script), "--config", str(cfg), "--out", "o", f"mode={mode}"],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == code, r.stderr
+    assert r.stdout == "trained\n"
+    if mode == "bad-input":
+        assert r.stderr.strip().splitlines() == ["error: o: not a stage directory; pass --out runs/x"]
+    if mode == "crash":
+        assert "Traceback" in r.stderr and "RuntimeError: boom" in r.stderr
