@@ -82,7 +82,7 @@ def test_shipped_accelerate_configs_load_in_accelerate(path):
 
 
 RANK_SCRIPT = """
-import sys, torch
+import torch
 from dataclasses import dataclass
 from core.config import UserError, cli
 
