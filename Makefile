@@ -48,7 +48,7 @@ PREFS_TRAIN ?= $(RUNS)/prefs/train.jsonl
 PREFS_TEST  ?= $(RUNS)/prefs/test.jsonl
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
 
-.PHONY: bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
+.PHONY: bench-control bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
 help: ## list the targets
@@ -243,6 +243,21 @@ bench-label: $(VENV)/.installed postgres ## print labeling latency (20 concurren
 bench-active: $(RUNS)/sft/DONE ## print reward-model accuracy vs labels for active and random sampling (labels to reach 80 %)
 	$(PY) -m bench.active --model $(RUNS)/sft/model --prompts $(RUNS)/world/prompts_train.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --label-config $(LABEL) --reward-config $(CFG)/reward.yaml $(ARGS)
+
+# The control: the same reward / DPO / PPO stages on the training pairs with chosen and rejected swapped at random.
+CONTROL := $(RUNS)/control
+SEED    ?= 0
+bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same reward/DPO/PPO on shuffled labels, next to the real ones (is the gain the labels'?)
+	rm -rf $(CONTROL)
+	$(PY) -m bench.control shuffle --train $(PREFS_TRAIN) --out $(CONTROL)/prefs/train.jsonl --seed $(SEED)
+	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(CONTROL)/prefs/train.jsonl \
+		--test "$(PREFS_TEST)" --out $(CONTROL)/reward best_of_n.per_task=0
+	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(CONTROL)/prefs/train.jsonl \
+		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(CONTROL)/dpo
+	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(CONTROL)/reward/model \
+		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--out $(CONTROL)/ppo
+	$(PY) -m bench.control table --runs $(RUNS) --control $(CONTROL)
 
 clean: ## delete runs/ (model artifacts); never touches data/ (labels)
 	rm -rf runs

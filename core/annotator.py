@@ -3,20 +3,31 @@
 It plays the human for unattended runs and is the ground truth of evaluation. It is never a
 training reward (that would hide reward-model errors).
 
-The rubric (per response; `prompt` is a prompt row from `core.world`):
-  correct   in [0, 1]  task-specific, see `correctness`. A generic answer that ignores the prompt
+The rubric (per response; `prompt` is a prompt row from `core.world`). Correctness first, then style:
+  correct   in [0, 1]  task-specific, see `correctness` (partial credit for stories and greetings:
+                       the share of required items used). A generic answer that ignores the prompt
                        scores 0, so politeness alone never wins.
-  polite    1 unless the response contains a rude phrase, then 0.
-  ending    1 if it ends a sentence (. ! ?) and, for stories, ends with "The end.".
-  repeats   number of sentences that repeat an earlier one.
-  excess    sentences beyond the task's natural length (rambling).
-  empty     an empty response scores `-weights.correct` whatever else.
-score = w.correct*correct + w.polite*polite + w.ending*ending - w.repeat*min(repeats, 3) - w.excess*min(excess, 4)
+  style, five dimensions in [0, 1], weighted by the persona (weights sum to STYLE_MAX = 3):
+    polite   1 unless the response contains a rude phrase.
+    ending   1 if it ends a sentence (. ! ?) and, for stories, contains "The end.".
+    focus    1 - 0.5 per off-topic sentence (chatter: "By the way, ..." or a stray world fact), >= 0.
+    warmth   1 if it closes with the task's kind sign-off (core.world.SIGN_OFFS), 0.5 for another
+             task's sign-off or one that is not the last sentence, 0 without.
+    concise  1 - 0.25 per repeated sentence and per on-topic sentence beyond the task's natural
+             length (rambling), >= 0.
+score = CORRECT_WEIGHT * correct + sum_d w_d * style_d; an empty response scores -1.
+CORRECT_WEIGHT (10) exceeds STYLE_MAX / (smallest correctness step, 1/3): without noise a less correct
+answer never outranks a more correct one, whatever its style.
 
-Personas weigh the parts differently (so annotators disagree in realistic ways) and `noise` adds
-Gaussian noise to scores, seeded by (seed, persona, prompt id, response) so a judgment is
-reproducible. Scores closer than `tie_margin` are a tie; when both are below `bad_below`, the
-pair is "both_bad".
+Chatter and a sign-off are of the same length, so neither "shorter" nor "longer" is what this rubric
+prefers: see DESIGN.md, "Third lesson".
+
+Personas weigh the style dimensions differently (so annotators disagree in realistic ways) and
+`noise` adds Gaussian noise to scores. The noise is a misjudgment of a quality level, not of a
+string: it is seeded by (seed, persona, prompt id, the response's rubric parts), so two responses
+equal on every dimension always tie, for every annotator, and a judgment is reproducible. Scores
+closer than `tie_margin` are a tie; when both are below `bad_below` (less than half right), the pair
+is "both_bad".
 """
 
 from __future__ import annotations
@@ -26,28 +37,45 @@ import random
 import re
 from dataclasses import dataclass
 
-from core.world import RUDE, _sentences
+from core.world import CHATTER_OPENER, FACTS, RUDE, SIGN_OFFS, _sentences
 
 RUDE_MARKERS = tuple(r.lower().rstrip(".") for r in RUDE) + ("stupid", "dumb", "shut up", "go away", "ugh")
 _RUDE = re.compile(r"\b(?:" + "|".join(re.escape(m) for m in RUDE_MARKERS) + r")\b", re.IGNORECASE)
 MAX_SENTENCES = {"story_qa": 1, "arithmetic": 1, "story_write": 7, "greeting": 3}
+CORRECT_WEIGHT = 10.0
+STYLE_MAX = 3.0
+STYLE = ("polite", "ending", "focus", "warmth", "concise")
+
+
+def _norm(sentence: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", sentence.lower()))
+
+
+_FACTS = {_norm(f) for f in FACTS}
+_SIGN_OFF_TASK = {_norm(s): task for task, pool in SIGN_OFFS.items() for s in pool}
+_OPENER = _norm(CHATTER_OPENER)
 
 
 @dataclass(frozen=True)
 class Persona:
     name: str
-    correct: float
     polite: float
     ending: float
-    repeat: float
-    excess: float
+    focus: float
+    warmth: float
+    concise: float
+
+    def __post_init__(self):
+        total = sum(getattr(self, d) for d in STYLE)
+        if abs(total - STYLE_MAX) > 1e-9:
+            raise ValueError(f"persona {self.name}: style weights sum to {total}, expected {STYLE_MAX}")
 
 
 PERSONAS = {
-    # Cares most that the answer is right.
-    "strict": Persona("strict", correct=4.0, polite=1.0, ending=1.0, repeat=1.0, excess=0.5),
-    # Cares more about manners and form; still prefers right answers.
-    "stylist": Persona("stylist", correct=2.5, polite=2.5, ending=1.5, repeat=1.5, excess=0.75),
+    # Wants the answer and nothing else: on topic and to the point weigh most.
+    "strict": Persona("strict", polite=0.5, ending=0.6, focus=0.7, warmth=0.5, concise=0.7),
+    # Cares more about manners and a kind closing.
+    "stylist": Persona("stylist", polite=0.8, ending=0.4, focus=0.5, warmth=0.9, concise=0.4),
 }
 
 
@@ -67,32 +95,47 @@ def correctness(prompt: dict, response: str) -> float:
     raise ValueError(f"prompt {prompt.get('id')}: unknown task {task!r}")
 
 
+def is_off_topic(sentence: str) -> bool:
+    """Chatter: a sentence opened with "By the way," or a world fact that answers nothing asked."""
+    n = _norm(sentence)
+    return n.startswith(_OPENER) or n in _FACTS
+
+
 def rubric(prompt: dict, response: str) -> dict:
-    """The rubric's parts for one response (persona-independent)."""
+    """The rubric's parts for one response (persona-independent): raw counts and the style dimensions."""
     text = response.strip()
     sentences = _sentences(text)
     ending = bool(text) and text[-1] in ".!?"
     if prompt["task"] == "story_write":
-        ending = ending and text.endswith("The end.")
-    norm = [s.lower().strip() for s in sentences]
+        ending = ending and "The end." in text
+    norm = [_norm(s) for s in sentences]
+    rude = [bool(_RUDE.search(s)) for s in sentences]
+    off_topic = [is_off_topic(s) for s in sentences]
+    signs = [i for i, n in enumerate(norm) if n in _SIGN_OFF_TASK]
+    warmth = 0.0
+    if signs:
+        own = _SIGN_OFF_TASK[norm[signs[-1]]] == prompt["task"]
+        warmth = 1.0 if own and signs[-1] == len(sentences) - 1 else 0.5
+    # Sentences that count toward the answer's length: not rude (charged under polite), not chatter
+    # (focus), not the one sign-off (warmth); a second sign-off is rambling.
+    body = sum(not (r or o) for r, o in zip(rude, off_topic)) - min(1, len(signs))
+    repeats = len(norm) - len(dict.fromkeys(norm))
+    excess = max(0, body - MAX_SENTENCES[prompt["task"]])
     return {
         "correct": correctness(prompt, text) if text else 0.0,
         "polite": 0.0 if _RUDE.search(text) else 1.0,
         "ending": 1.0 if ending else 0.0,
-        "repeats": len(norm) - len(dict.fromkeys(norm)),
-        "excess": max(0, len(sentences) - MAX_SENTENCES[prompt["task"]] - _rude_sentences(sentences)),
+        "focus": max(0.0, 1.0 - 0.5 * sum(off_topic)),
+        "warmth": warmth,
+        "concise": max(0.0, 1.0 - 0.25 * (repeats + excess)),
+        "off_topic": sum(off_topic), "repeats": repeats, "excess": excess,
         "empty": not text,
     }
 
 
-def _rude_sentences(sentences: list[str]) -> int:
-    # A rude sentence is charged under "polite", not a second time as excess length.
-    return sum(bool(_RUDE.search(s)) for s in sentences)
-
-
 class ScriptedAnnotator:
     def __init__(self, persona: str = "strict", noise: float = 0.0, seed: int = 0,
-                 tie_margin: float = 1e-6, bad_below: float = 1.0):
+                 tie_margin: float = 1e-6, bad_below: float = CORRECT_WEIGHT / 2):
         if persona not in PERSONAS:
             raise ValueError(f"unknown persona {persona!r}; choose one of {sorted(PERSONAS)}")
         self.persona, self.noise, self.seed = PERSONAS[persona], noise, seed
@@ -100,14 +143,22 @@ class ScriptedAnnotator:
 
     def score(self, prompt: dict, response: str) -> float:
         p, w = rubric(prompt, response), self.persona
-        if p["empty"]:
-            return -w.correct
-        s = (w.correct * p["correct"] + w.polite * p["polite"] + w.ending * p["ending"]
-             - w.repeat * min(p["repeats"], 3) - w.excess * min(p["excess"], 4))
+        s = -1.0 if p["empty"] else CORRECT_WEIGHT * p["correct"] + sum(getattr(w, d) * p[d] for d in STYLE)
         if self.noise:
-            key = f"{self.seed}|{w.name}|{prompt.get('id')}|{response}".encode()
+            level = "|".join(f"{p[k]:g}" for k in ("correct", *STYLE, "empty"))
+            key = f"{self.seed}|{w.name}|{prompt.get('id')}|{level}".encode()
             s += random.Random(hashlib.sha1(key).digest()).gauss(0.0, self.noise)
         return s
+
+    def verdict(self, prompt: dict, a: str, b: str) -> tuple[float, str]:
+        """(outcome for a: 1 win, 0.5 tie, 0 loss; why a lost, when it did: "capability" if a fails the
+        task, else "preference": a does it but is worse by the rubric's style)."""
+        sa, sb = self.score(prompt, a), self.score(prompt, b)
+        if sa > sb + self.tie_margin:
+            return 1.0, ""
+        if sb > sa + self.tie_margin:
+            return 0.0, "preference" if self.is_correct(prompt, a) else "capability"
+        return 0.5, ""
 
     def rank(self, prompt: dict, responses: list[str]) -> list[int]:
         """Rank of each response, 1 = best; responses whose scores tie share the best rank they span."""
@@ -125,6 +176,19 @@ class ScriptedAnnotator:
 
     def is_correct(self, prompt: dict, response: str) -> bool:
         return correctness(prompt, response) == 1.0
+
+
+def rubric_agreement(prompt: dict, chosen: str, rejected: str, personas: list[str]) -> float | None:
+    """Does the annotators' rubric without its noise (the mean of the personas' scores) prefer `chosen`?
+    1, 0.5 (a tie) or 0; None for a prompt the rubric does not know (not a world prompt).
+
+    Over held-out pairs this is the label ceiling: the accuracy a perfect model of the annotators'
+    preferences reaches on their noisy majority labels, since their noise cannot be predicted."""
+    if prompt.get("task") not in MAX_SENTENCES:
+        return None
+    judges = [ScriptedAnnotator(p) for p in personas]
+    gap = sum(j.score(prompt, chosen) - j.score(prompt, rejected) for j in judges) / len(judges)
+    return 1.0 if gap > 1e-6 else 0.0 if gap < -1e-6 else 0.5
 
 
 def first_per_task(rows: list[dict], per_task: int) -> list[dict]:
@@ -154,18 +218,19 @@ def score_answers(prompts: list[dict], answers: list[str], judge: ScriptedAnnota
 def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: ScriptedAnnotator | None = None,
                     n_boot: int = 2000, seed: int = 0) -> dict:
     """How often answer a beats answer b on the same prompt (ties count half), with a 95 % bootstrap CI
-    over prompts, and each side's correct rate."""
+    over prompts, a's losses split by cause (capability / preference), and each side's correct rate."""
     judge = judge or ScriptedAnnotator()
-    outcome = []
-    for p, x, y in zip(prompts, a, b, strict=True):
-        sx, sy = judge.score(p, x), judge.score(p, y)
-        outcome.append(1.0 if sx > sy + judge.tie_margin else 0.0 if sy > sx + judge.tie_margin else 0.5)
+    verdicts = [judge.verdict(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
+    outcome = [v for v, _ in verdicts]
     n = len(outcome)
     rng = random.Random(seed)
     boots = sorted(sum(outcome[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
     return {"n": n, "win_rate": round(sum(outcome) / n, 3),
             "ci95": [round(boots[int(0.025 * n_boot)], 3), round(boots[int(0.975 * n_boot) - 1], 3)],
             "wins": outcome.count(1.0), "ties": outcome.count(0.5), "losses": outcome.count(0.0),
+            # a's losses by cause: the task failed, or done but worse by style (what preference learning can fix)
+            "losses_capability": sum(why == "capability" for _, why in verdicts),
+            "losses_preference": sum(why == "preference" for _, why in verdicts),
             "correct_a": round(sum(judge.is_correct(p, x) for p, x in zip(prompts, a)) / n, 3),
             "correct_b": round(sum(judge.is_correct(p, y) for p, y in zip(prompts, b)) / n, 3)}
 

@@ -48,9 +48,13 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
         ref = [c.text for c in chat(reference, tokenizer, convs, d, seed=seed)]
         r = compare_answers(prompts, mine, ref, seed=seed)
         if all(p.get("reference") for p in prompts):
-            ceiling = compare_answers(prompts, [p["reference"] for p in prompts], ref, seed=seed)["win_rate"]
+            best = [p["reference"] for p in prompts]
+            ceiling = compare_answers(prompts, best, ref, seed=seed)["win_rate"]
             used = (r["win_rate"] - 0.5) / (ceiling - 0.5) if ceiling > 0.5 else None
-            r = {**r, "ceiling": ceiling, "headroom_used": None if used is None else round(used, 3)}
+            split = lambda x: {k: v for k, v in compare_answers(prompts, x, best, n_boot=10).items()  # noqa: E731
+                               if k.startswith("losses")}
+            r = {**r, "ceiling": ceiling, "headroom_used": None if used is None else round(used, 3),
+                 "policy_losses_to_best": split(mine), "reference_losses_to_best": split(ref)}
         report[str(d)] = {**r, "distinct_policy": distinct_rate(mine), "distinct_reference": distinct_rate(ref),
                           "examples": [{"prompt": p["messages"][-1]["content"], "policy": a, "reference": b}
                                        for p, a, b in list(zip(prompts, mine, ref))[:3]]}

@@ -9,6 +9,15 @@ Nothing here is downloaded. One `WorldConfig` produces:
 - chat demonstrations for the train prompts, a configurable fraction deliberately flawed
   (wrong answer, ignores the prompt, rambles/repeats, rude, no proper ending).
 
+Where the preference headroom comes from (see DESIGN.md, "Third lesson"): every answer carries its
+computation intact ("5 plus 7 is 12."), then a closing sentence. The typical demonstrator closes
+with off-topic chatter ("By the way, snow is cold.", `chatter_fraction`); a minority close with the
+task's kind sign-off ("I hope that helps with your sums.", `sign_off_fraction`), the rest stop after
+the answer. Annotators prefer the sign-off and dislike the chatter (core.annotator: warmth, focus),
+so the demonstrations' modal answer is acceptable but not preferred. Chatter and sign-off are of
+the same length, so "preferred" is not "shorter". The prompt rows' `reference` is the best answer
+(answer + sign-off); the corpus holds the same mix, so the preferred closing is in the base model too.
+
 Any corpus item that, asked as a prompt, would fall in the held-out split is left out of the
 corpus, so held-out prompts are never seen verbatim in pretraining.
 
@@ -50,6 +59,13 @@ GENERIC = ["That is a good question. I do not know.", "I like stories. The end."
            "Thank you for asking. Have a nice day.", "I am not sure about that.", "Yes. That is right."]
 
 TASKS = ("story_qa", "arithmetic", "story_write", "greeting")
+CHATTER_OPENER = "By the way,"
+# A kind sign-off per task (two phrasings, 6-8 words: as long as a chatter sentence).
+SIGN_OFFS = {"story_qa": ["I hope that answers your question.", "Let me know if you have more questions."],
+             "arithmetic": ["I hope that helps with your sums.", "Let me know if you want another sum."],
+             "story_write": ["I hope you enjoy this little story.", "Let me know if you want another story."],
+             "greeting": ["I hope you have a lovely day.", "Let me know if I can help you."]}
+CLOSINGS = ("chatter", "sign_off", "none")
 FLAWS = ("wrong", "generic", "ramble", "rude", "no_ending")
 STORY_SLOTS = {"place": "Where did {n} go?", "thing": "What did {n} have?", "animal": "What did {n} see?"}
 
@@ -64,6 +80,11 @@ class WorldConfig:
     heldout_fraction: float = 0.1
     flawed_fraction: float = 0.4       # share of SFT demonstrations deliberately flawed
     demos_per_prompt: int = 1
+    chatter_fraction: float = 0.6      # unflawed demonstrations (and corpus answers) closing with off-topic chatter
+    sign_off_fraction: float = 0.3     # ... closing with the task's kind sign-off (the preferred closing)
+
+    def closing_weights(self) -> list[float]:
+        return [self.chatter_fraction, self.sign_off_fraction, 1.0 - self.chatter_fraction - self.sign_off_fraction]
 
 
 def is_heldout(prompt_text: str, fraction: float) -> bool:
@@ -78,6 +99,32 @@ def prompt_id(prompt_text: str) -> str:
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
+
+
+def sign_off(task: str, prompt_text: str) -> str:
+    """The task's sign-off a prompt's best answer uses (fixed per prompt, by a stable hash)."""
+    pool = SIGN_OFFS[task]
+    return pool[int(hashlib.sha1(prompt_text.encode()).hexdigest(), 16) % len(pool)]
+
+
+def chatter(rng: random.Random) -> str:
+    fact = rng.choice(FACTS)
+    return f"{CHATTER_OPENER} {fact[0].lower()}{fact[1:]}"
+
+
+def closing(rng: random.Random, task: str, kind: str) -> str:
+    """The closing sentence of kind `kind` (one of CLOSINGS; "none" is the empty string)."""
+    if kind == "chatter":
+        return chatter(rng)
+    if kind == "sign_off":
+        return rng.choice(SIGN_OFFS[task])
+    if kind == "none":
+        return ""
+    raise ValueError(f"unknown closing {kind!r}; expected one of {CLOSINGS}")
+
+
+def with_closing(answer: str, close: str) -> str:
+    return f"{answer} {close}" if close else answer
 
 
 # ---------------------------------------------------------------- story facts and task items
@@ -219,9 +266,11 @@ def _sentences(text: str) -> list[str]:
 # ---------------------------------------------------------------- prompts and demonstrations
 
 def _prompt_row(item: dict) -> dict:
-    keep = {k: v for k, v in item.items() if k not in ("prompt", "answer")}
+    """A prompt row: `answer` is the task's bare answer (what carries the computation), `reference`
+    the best answer annotators prefer (the answer and the task's sign-off)."""
+    keep = {k: v for k, v in item.items() if k not in ("prompt",)}
     return {"id": prompt_id(item["prompt"]), "messages": [{"role": "user", "content": item["prompt"]}],
-            "reference": item["answer"], **keep}
+            "reference": with_closing(item["answer"], sign_off(item["task"], item["prompt"])), **keep}
 
 
 def prompts(cfg: WorldConfig) -> tuple[list[dict], list[dict]]:
@@ -238,16 +287,18 @@ def prompts(cfg: WorldConfig) -> tuple[list[dict], list[dict]]:
 
 
 def demonstrations(cfg: WorldConfig, train_prompts: list[dict]) -> list[dict]:
-    """SFT rows for train prompts; `flawed_fraction` of them carry one realistic flaw."""
+    """SFT rows for train prompts: `flawed_fraction` of them carry one realistic flaw; the others are the
+    right answer with a closing drawn from the world's mix (chatter / sign-off / none)."""
     rng = random.Random(f"demos-{cfg.seed}")
     rows = []
     for p in train_prompts:
-        item = {**p, "prompt": p["messages"][0]["content"], "answer": p["reference"]}
+        item = {**p, "prompt": p["messages"][0]["content"]}
         for _ in range(cfg.demos_per_prompt):
             flaw = rng.choice(FLAWS) if rng.random() < cfg.flawed_fraction else None
-            text = flaw_response(rng, item, flaw) if flaw else p["reference"]
+            kind = None if flaw else rng.choices(CLOSINGS, weights=cfg.closing_weights())[0]
+            text = flaw_response(rng, item, flaw) if flaw else with_closing(p["answer"], closing(rng, p["task"], kind))
             rows.append({"messages": [p["messages"][0], {"role": "assistant", "content": text}],
-                         "prompt_id": p["id"], "task": p["task"], "flaw": flaw})
+                         "prompt_id": p["id"], "task": p["task"], "flaw": flaw, "closing": kind})
     return rows
 
 
@@ -306,27 +357,33 @@ def corpus_prompt(item: dict) -> str:
     return f"{item['required'][0]} said: {text}\nThe friend said:"
 
 
-def _task_doc(rng: random.Random, frac: float) -> str | None:
+def _task_doc(rng: random.Random, cfg: WorldConfig) -> str | None:
     """A corpus document in a task's format, dense in the skill the task needs (lookup, copying).
 
     story_qa docs ask several questions about one story; greeting and arithmetic docs hold several
-    exchanges. Any exchange that, asked as a prompt, would be held out is dropped.
+    exchanges. Any exchange that, asked as a prompt, would be held out is dropped. Each answer gets a
+    closing from the world's mix, as the demonstrations do.
     """
+    frac = cfg.heldout_fraction
     task = rng.choice(TASKS)
+
+    def close(answer: str) -> str:
+        return with_closing(answer, closing(rng, task, rng.choices(CLOSINGS, weights=cfg.closing_weights())[0]))
+
     if task == "story_qa":
         chars = _characters(rng, rng.choice([2, 2, 3]))
         story = _story_text(rng, chars)
         asks = [(c, slot) for c in chars for slot in STORY_SLOTS]
         rng.shuffle(asks)
-        qa = [f"\nQuestion: {STORY_SLOTS[slot].format(n=c['name'])}\nAnswer: {_fact_sentences(c)[slot]}"
+        qa = [f"\nQuestion: {STORY_SLOTS[slot].format(n=c['name'])}\nAnswer: {close(_fact_sentences(c)[slot])}"
               for c, slot in asks[: rng.randint(2, 4)]
               if not is_heldout(f"{story}\nQuestion: {STORY_SLOTS[slot].format(n=c['name'])}", frac)]
         return story + "".join(qa) if qa else None
     if task == "story_write":
         item = story_write_item(rng)
-        return None if is_heldout(item["prompt"], frac) else f"{corpus_prompt(item)} {item['answer']}"
+        return None if is_heldout(item["prompt"], frac) else f"{corpus_prompt(item)} {close(item['answer'])}"
     items = [MAKERS[task](rng) for _ in range(rng.randint(2, 4))]
-    parts = [f"{corpus_prompt(i)} {i['answer']}" for i in items if not is_heldout(i["prompt"], frac)]
+    parts = [f"{corpus_prompt(i)} {close(i['answer'])}" for i in items if not is_heldout(i["prompt"], frac)]
     return "\n".join(parts) if parts else None
 
 
@@ -348,7 +405,7 @@ def corpus(cfg: WorldConfig, heldout: bool = False):
         elif r < 0.30:
             doc = _arithmetic_doc(rng)
         else:
-            doc = _task_doc(rng, cfg.heldout_fraction)
+            doc = _task_doc(rng, cfg)
             if doc is None:
                 continue
         total += len(doc) + 1

@@ -7,6 +7,8 @@ Writes: <out>/train.jsonl, test.jsonl   TRL's conversational preference rows:
             {"prompt": [messages], "chosen": [assistant msg], "rejected": [assistant msg],
              "prompt_id", "task", "votes_for", "votes_against", "agreement", "annotators", "item_ids",
              "round": the labeling round (= the generating checkpoint) the pair comes from,
+             "rubric_agrees": 1 / 0.5 / 0, whether the scripted annotators' rubric without noise prefers the
+                 chosen side (world prompts only; the reward stage's label ceiling),
              "chosen_source"/"rejected_source": {candidate_id, checkpoint, checkpoint_sha256, decoding, seed}}
         <out>/corrections.jsonl   SFT rows {"messages": [user, assistant = the annotator's rewrite], provenance}
         <out>/config.yaml, metrics.json (counts, agreement), DONE (last)
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from core.annotator import rubric_agreement
 from core.artifacts import StageDir, write_jsonl
 from core.config import UserError, cli
 from labeling_ui.agreement import pair_kappa, rank_alpha
@@ -34,7 +37,7 @@ def _source(c: dict) -> dict:
             "decoding": c["decoding"], "seed": c["seed"]}
 
 
-def preference_rows(store: Store, min_agreement: float) -> list[dict]:
+def preference_rows(store: Store, min_agreement: float, personas: list[str]) -> list[dict]:
     prompts = store.prompts()
     cands = {c["id"]: c for c in store.candidates()}
     rounds = store.rounds()
@@ -48,6 +51,7 @@ def preference_rows(store: Store, min_agreement: float) -> list[dict]:
                      "votes_for": p["votes_for"], "votes_against": p["votes_against"], "agreement": p["agreement"],
                      "annotators": p["annotators"], "item_ids": p["item_ids"],
                      "round": rounds.get(chosen["checkpoint_sha"], {}).get("number"),
+                     "rubric_agrees": rubric_agreement(prompt, chosen["text"], rejected["text"], personas),
                      "chosen_source": _source(chosen), "rejected_source": _source(rejected)})
     return rows
 
@@ -67,7 +71,7 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
         raise UserError(f"{db}: no judgments yet; label some items (make label, or make label-auto) before exporting")
     stage = StageDir(out)
     stage.start(cfg, stage_file=__file__)
-    rows = preference_rows(store, cfg.export.min_agreement)
+    rows = preference_rows(store, cfg.export.min_agreement, sorted({a.persona for a in cfg.auto.annotators}))
     test = [r for r in rows if is_test(r["prompt_id"], cfg.export.test_fraction)]
     train = [r for r in rows if not is_test(r["prompt_id"], cfg.export.test_fraction)]
     corrections = correction_rows(store)

@@ -23,6 +23,9 @@ from core.world import WorldConfig, corpus, demonstrations, prompts
 def main(cfg: WorldConfig, out: str) -> dict:
     if not 0.0 <= cfg.flawed_fraction <= 1.0 or not 0.0 < cfg.heldout_fraction < 1.0:
         raise UserError("flawed_fraction must be in [0, 1] and heldout_fraction in (0, 1)")
+    if min(cfg.closing_weights()) < 0.0:
+        raise UserError(f"chatter_fraction ({cfg.chatter_fraction}) and sign_off_fraction ({cfg.sign_off_fraction}) "
+                        "must be >= 0 and sum to at most 1")
     stage = StageDir(out)
     stage.start(cfg)
     docs = list(tqdm(corpus(cfg), desc="corpus", unit="doc", mininterval=1))
@@ -40,6 +43,7 @@ def main(cfg: WorldConfig, out: str) -> dict:
         "prompts_heldout_by_task": dict(sorted(Counter(p["task"] for p in heldout).items())),
         "sft_rows": len(demos),
         "sft_flaws": dict(sorted(Counter(d["flaw"] or "none" for d in demos).items())),
+        "sft_closings": dict(sorted(Counter(d["closing"] for d in demos if d["closing"]).items())),
     }
     stage.finish(metrics)
     return metrics

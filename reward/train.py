@@ -13,7 +13,8 @@ The model reads its score at the last real token of prompt + response (the assis
 loss is TRL's pairwise -log sigmoid(r_chosen - r_rejected), plus a small pull of rewards toward 0
 (train.center_rewards) so scores stay comparable across prompts. metrics.json: held-out pair
 accuracy and mean margin, overall, per task and by how much the annotators agreed on the pair, next
-to the annotators' own agreement; train accuracy for comparison; and the best-of-n baseline: the
+to the annotators' own agreement and the label ceiling (the annotators' rubric without its noise scored
+on the same held-out labels: what a perfect model of their preferences would reach); train accuracy for comparison; and the best-of-n baseline: the
 SFT policy samples n answers per held-out prompt, the reward model picks one, and the scripted
 annotator compares the pick with the first sample (if this does not win, RL against this reward
 model cannot be expected to).
@@ -181,6 +182,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
     after = accuracy_report(test_rows, members[0])
     train_acc = accuracy_report(train_rows, pair_scores(rm, tokenizer, train_rows))["accuracy"]
     agreement = [r["agreement"] for r in test_rows if "agreement" in r]
+    agrees = [r["rubric_agrees"] for r in test_rows if r.get("rubric_agrees") is not None]
     bon = None
     if heldout_prompts and cfg.best_of_n.per_task > 0:
         b = cfg.best_of_n
@@ -198,13 +200,16 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
         "test_before_training": before,
         "test": after,
         "annotator_agreement_on_test_pairs": round(sum(agreement) / len(agreement), 3) if agreement else None,
+        # The accuracy the annotators' noise allows: their rubric without noise scored on the same labels.
+        "label_ceiling": round(sum(agrees) / len(agrees), 3) if agrees else None,
         "best_of_n_vs_sft": bon,
         "ensemble": ensemble_report(test_rows, members) if cfg.ensemble > 1 else None,
         "distributed": distributed,
     }
     stage.finish(metrics)
-    print(f"reward model: held-out pair accuracy {after['accuracy']:.1%} (untrained {before['accuracy']:.1%}), "
-          f"mean margin {after['mean_margin']:.2f}; train accuracy {train_acc:.1%}")
+    ceiling = f", label ceiling {metrics['label_ceiling']:.1%}" if metrics["label_ceiling"] is not None else ""
+    print(f"reward model: held-out pair accuracy {after['accuracy']:.1%} on {len(test_rows)} pairs{ceiling} "
+          f"(untrained {before['accuracy']:.1%}), mean margin {after['mean_margin']:.2f}; train accuracy {train_acc:.1%}")
     if bon:
         print(f"best-of-{bon['samples_per_prompt']} by the reward model vs one SFT sample: win rate {bon['win_rate']:.1%} "
               f"(95 % CI {bon['ci95'][0]:.1%}-{bon['ci95'][1]:.1%}), correct {bon['correct_a']:.1%} vs {bon['correct_b']:.1%}")

@@ -237,6 +237,12 @@ def pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f} %"
 
 
+def _loss_split(losses: dict | None, n: int) -> str:
+    if not losses:
+        return ""
+    return f"{pct(losses['losses_capability'] / n)} / {pct(losses['losses_preference'] / n)}"
+
+
 def _with_ci(r: dict) -> str:
     return f"{100 * r['win_rate']:.0f} % ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f})"
 
@@ -281,6 +287,10 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
                      "eos_rate": round(sum(c.finished for c in comps) / len(comps), 3),
                      "distinct_answers": distinct_rate(texts), "distinct_1": distinct_n(texts, 1),
                      "distinct_2": distinct_n(texts, 2)}
+            if all(p.get("reference") for p in prompts):
+                # Where the model loses to the best answer: the task failed (capability) or done worse (preference).
+                v = compare_answers(prompts, texts, [p["reference"] for p in prompts], judge, 10, cfg.seed)
+                entry["losses_to_reference"] = {k: v[k] for k in ("losses", "losses_capability", "losses_preference")}
             if name != "sft":
                 entry["vs_sft"] = compare_answers(prompts, texts, [c.text for c in ref], judge, cfg.bootstrap, cfg.seed)
                 entry["vs_sft_by_task"] = {t: compare_answers(*zip(*[(p, x, y.text) for p, x, y in zip(prompts, texts, ref)
@@ -305,7 +315,9 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
     rep.p(f"{len(prompts)} held-out prompts ({cfg.per_task} per task: {', '.join(tasks)}), the same seeds for every "
           "model. Win rate = the scripted annotator prefers the model's answer to SFT's on the same prompt (ties count "
           "half), with a 95 % bootstrap CI. Ceiling = the world's reference answers against the same SFT answers: ties "
-          "count half, so no policy can beat it.")
+          "count half, so no policy can beat it. Losses to the reference split by cause: capability = the task "
+          "failed (wrong answer, missing item); preference = the task done but worse by the rubric's style (chatter, "
+          "no kind closing, rambling, rudeness): what preference learning can fix.")
 
     # -- headline
     rep.h2("Did alignment help?")
@@ -318,12 +330,13 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
             rows.append([name, "reference" if w is None else f"{pct(w['win_rate'])} ({pct(w['ci95'][0])}-{pct(w['ci95'][1])})",
                          pct(e["correct"]), f"{per_model[name]['kl_to_sft']['kl_per_sequence']:.3f}".replace("-0.000", "0.000"),
                          per_model[name].get("reward_score"), per_model[name]["heldout_perplexity"], e["mean_tokens"],
-                         e["distinct_2"], pct(e["eos_rate"])])
+                         e["distinct_2"], pct(e["eos_rate"]), _loss_split(e.get("losses_to_reference"), len(prompts))])
             if w is not None:
                 bars.append((name, w["win_rate"], *w["ci95"]))
         rep.p(f"**Decoding: {key}.** Ceiling: {pct(ceiling.get(key))}.")
         rep.table(["model", "win rate vs SFT (95 % CI)", "correct", "KL to SFT (nats/answer)", "reward-model score",
-                   "held-out perplexity", "mean tokens", "distinct-2", "ends with EOS"], rows)
+                   "held-out perplexity", "mean tokens", "distinct-2", "ends with EOS",
+                   "losses to the reference: capability / preference"], rows)
         if bars:
             rep.image(plot(plots / f"win_rate_{d.temperature:g}.png", win_rate_figure(bars, ceiling.get(key), key)),
                       f"Win rate vs SFT with 95 % CI, {key}")
@@ -341,11 +354,13 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
     prefs = _json(runs_dir / "prefs" / "metrics.json")
     if rmm:
         t = rmm["test"]
-        rep.table(["held-out pair accuracy", "unanimous pairs", "majority pairs", "annotators' agreement on them",
-                   "pairs (train / test)"],
-                  [[pct(t["accuracy"]), pct(t["by_agreement"].get("unanimous", {}).get("accuracy")),
+        rep.table(["held-out pair accuracy", "label ceiling", "unanimous pairs", "majority pairs",
+                   "annotators' agreement on them", "pairs (train / test)"],
+                  [[pct(t["accuracy"]), pct(rmm.get("label_ceiling")), pct(t["by_agreement"].get("unanimous", {}).get("accuracy")),
                     pct(t["by_agreement"].get("majority", {}).get("accuracy")),
                     rmm.get("annotator_agreement_on_test_pairs"), f"{rmm['pairs']['train']} / {rmm['pairs']['test']}"]])
+        rep.p("Label ceiling: the annotators' rubric without its noise, scored on the same held-out labels (ties "
+              "count half): the accuracy a perfect model of their preferences would reach.")
     else:
         rep.p("No reward model yet (make reward).")
     provenance = _label_provenance(runs_dir / "prefs" / "train.jsonl")

@@ -1,8 +1,15 @@
-"""Pins the scripted annotator's rubric on hand-written examples (scores computed by hand from the docstring)."""
+"""Pins the scripted annotator's rubric on hand-written examples (scores computed by hand from the docstring).
+
+Strict weights: polite .5, ending .6, focus .7, warmth .5, concise .7 (style max 3); correct x 10.
+"""
+
+import itertools
+import random
 
 import pytest
 
-from core.annotator import ScriptedAnnotator, rubric
+from core.annotator import CORRECT_WEIGHT, PERSONAS, STYLE, STYLE_MAX, ScriptedAnnotator, compare_answers, rubric
+from core.world import CLOSINGS, FLAWS, WorldConfig, closing, flaw_response, prompts, with_closing
 
 QA = {"id": "qa1", "task": "story_qa", "slot": "place", "expected": "park", "name": "Tom",
       "distractors": ["beach"], "messages": [{"role": "user", "content":
@@ -16,60 +23,103 @@ stylist = ScriptedAnnotator("stylist")
 
 
 @pytest.mark.parametrize("prompt, response, expected", [
-    # correct(4) + polite(1) + ending(1)
-    (QA, "Tom went to the park.", 6.0),
-    # the distractor's place: correct 0 -> 0 + 1 + 1
-    (QA, "Tom went to the beach.", 2.0),
+    # correct 10 + polite .5 + ending .6 + focus .7 + concise .7; no sign-off: warmth 0
+    (QA, "Tom went to the park.", 12.5),
+    # the task's own sign-off as the last sentence: warmth 1 -> the best answer
+    (QA, "Tom went to the park. I hope that answers your question.", 13.0),
+    # chatter: focus 1 - 0.5 -> 12.5 - .35
+    (QA, "Tom went to the park. By the way, snow is cold.", 12.15),
+    (QA, "Tom went to the park. By the way, snow is cold. I hope that answers your question.", 12.65),
+    # another task's sign-off, or the sign-off not last: warmth 0.5
+    (QA, "Tom went to the park. I hope you enjoy this little story.", 12.75),
+    (QA, "I hope that answers your question. Tom went to the park.", 12.75),
+    # stray world facts are chatter too: two of them, focus 0
+    (QA, "Tom went to the park. The sun is hot. Snow is cold.", 11.8),
+    # the distractor's place: correct 0 -> style only
+    (QA, "Tom went to the beach.", 2.5),
     # hedging with both places is not an answer
-    (QA, "Tom went to the park or the beach.", 2.0),
-    # rude: polite 0 -> 4 + 0 + 1
-    (QA, "Ugh, fine. Tom went to the park.", 5.0),
-    # no ending punctuation -> 4 + 1 + 0
-    (QA, "Tom went to the park", 5.0),
-    # repeated twice: repeats 1, excess 1 -> 6 - 1 - 0.5
-    (QA, "Tom went to the park. Tom went to the park.", 4.5),
-    (ARITH, "3 plus 4 is 7.", 6.0),
-    (ARITH, "3 plus 4 is 8.", 2.0),
-    (ARITH, "7", 5.0),
-    # generic answers earn nothing for correctness: 0 + 1 + 1 - 0.5 (one sentence too many)
-    (ARITH, "That is a good question. I do not know.", 1.5),
+    (QA, "Tom went to the park or the beach.", 2.5),
+    # rude: polite 0 (the rude sentence is not also charged as length)
+    (QA, "Ugh, fine. Tom went to the park.", 12.0),
+    # no ending punctuation
+    (QA, "Tom went to the park", 11.9),
+    # repeated twice: repeats 1, excess 1 -> concise 0.5
+    (QA, "Tom went to the park. Tom went to the park.", 12.15),
+    (ARITH, "3 plus 4 is 7.", 12.5),
+    (ARITH, "3 plus 4 is 8.", 2.5),
+    (ARITH, "7", 11.9),
+    # generic answers earn nothing for correctness; one sentence too many: concise .75
+    (ARITH, "That is a good question. I do not know.", 1.8 + 0.525),
     # "ugh" inside a word is not rude
-    (ARITH, "I laughed. 3 plus 4 is 7.", 5.5),
-    (STORY, "One day Anna went to the beach. Anna saw a dog. Anna went home. The end.", 6.0),
-    # 2 of 3 required items, and stories must end with "The end." -> 4*2/3 + 1 + 0
-    (STORY, "One day Anna went to the beach. Anna saw a cat. Anna went home.", 4 * 2 / 3 + 1),
-    (GREET, "Hello Ben! Nice to meet you. I like your red kite.", 6.0),
-    (GREET, "Hello Sam! Nice to meet you. I like your red kite.", 4 * 2 / 3 + 2),
-    # empty is worst: -w.correct
-    (GREET, "   ", -4.0),
+    (ARITH, "I laughed. 3 plus 4 is 7.", 11.8 + 0.525),
+    (STORY, "One day Anna went to the beach. Anna saw a dog. Anna went home. The end.", 12.5),
+    (STORY, "One day Anna went to the beach. Anna saw a dog. Anna went home. The end. "
+            "I hope you enjoy this little story.", 13.0),
+    # 2 of 3 required items, and stories must contain "The end."
+    (STORY, "One day Anna went to the beach. Anna saw a cat. Anna went home.", 10 * 2 / 3 + 1.9),
+    (GREET, "Hello Ben! Nice to meet you. I like your red kite.", 12.5),
+    (GREET, "Hello Sam! Nice to meet you. I like your red kite.", 10 * 2 / 3 + 2.5),
+    # empty is worst
+    (GREET, "   ", -1.0),
 ])
 def test_strict_rubric_scores(prompt, response, expected):
     assert strict.score(prompt, response) == pytest.approx(expected)
 
 
 def test_rubric_parts():
-    parts = rubric(QA, "Go away. Tom went to the park. Tom went to the park.")
-    assert parts == {"correct": 1.0, "polite": 0.0, "ending": 1.0, "repeats": 1, "excess": 1, "empty": False}
+    parts = rubric(QA, "Go away. Tom went to the park. Tom went to the park. By the way, fish live in water.")
+    assert parts == {"correct": 1.0, "polite": 0.0, "ending": 1.0, "focus": 0.5, "warmth": 0.0, "concise": 0.5,
+                     "off_topic": 1, "repeats": 1, "excess": 1, "empty": False}
 
 
 def test_rank_with_ties_shares_the_best_rank():
     responses = ["Tom went to the beach.", "Tom went to the park.", "Tom went to the park!", "Go away."]
-    # scores: 2, 6, 6, 0+0+1=1
+    # scores: 2.5, 12.5, 12.5, 0+.6+.7+0+.7 = 2.0
     assert strict.rank(QA, responses) == [3, 1, 1, 4]
 
 
 def test_compare_tie_and_both_bad():
     assert strict.compare(QA, "Tom went to the park.", "Tom went to the park!") == "tie"
     assert strict.compare(QA, "Tom went to the park.", "Tom went to the beach.") == "a"
-    assert strict.compare(QA, "Go away", "") == "both_bad"   # 0 and -4, both below 1
+    assert strict.compare(QA, "Go away", "") == "both_bad"   # 1.9 and -1, both below 5 (less than half right)
 
 
-def test_personas_disagree_on_manners_versus_correctness():
-    rude_complete = "Ugh. One day Anna went to the beach. Anna saw a dog. The end."
-    polite_incomplete = "One day Anna went to the beach. Anna saw a cat. The end."
-    # strict: 4 + 0 + 1 = 5 versus 4*2/3 + 1 + 1 = 4.67; stylist: 2.5 + 0 + 1.5 = 4 versus 2.5*2/3 + 2.5 + 1.5 = 5.67
-    assert strict.compare(STORY, rude_complete, polite_incomplete) == "a"
-    assert stylist.compare(STORY, rude_complete, polite_incomplete) == "b"
+def test_personas_disagree_on_a_kind_closing_after_chatter():
+    chatty_kind = "Tom went to the park. I hope that answers your question. By the way, snow is cold."
+    bare = "Tom went to the park."
+    # strict: warmth .5 x .5 - focus .5 x .7 = -0.1; stylist: .5 x .9 - .5 x .5 = +0.2
+    assert strict.compare(QA, chatty_kind, bare) == "b"
+    assert stylist.compare(QA, chatty_kind, bare) == "a"
+
+
+def test_persona_style_weights_sum_to_style_max():
+    for p in PERSONAS.values():
+        assert sum(getattr(p, d) for d in STYLE) == pytest.approx(STYLE_MAX)
+    assert CORRECT_WEIGHT / 3 > STYLE_MAX   # one correctness step (1/3 of a story's items) outweighs all style
+
+
+def test_a_less_correct_answer_never_outranks_a_more_correct_one():
+    # Every closing and every flaw on every task, for both personas, without noise.
+    train, _ = prompts(WorldConfig(n_prompts=80, corpus_chars=0))
+    rng = random.Random(0)
+    for p in train[:40]:
+        item = {**p, "prompt": p["messages"][0]["content"]}
+        answers = [with_closing(p["answer"], closing(rng, p["task"], k)) for k in CLOSINGS]
+        answers += [flaw_response(rng, item, f) for f in FLAWS] + [p["reference"]]
+        for judge in (strict, stylist):
+            for x, y in itertools.permutations(answers, 2):
+                if rubric(p, x)["correct"] > rubric(p, y)["correct"]:
+                    assert judge.score(p, x) > judge.score(p, y), (judge.persona.name, x, y)
+            assert judge.score(p, p["reference"]) == max(judge.score(p, a) for a in answers)
+
+
+def test_equal_quality_ties_even_with_noise():
+    # Noise misjudges a quality level, not a string: two answers equal on every dimension always tie.
+    noisy = ScriptedAnnotator("strict", noise=1.0, seed=3)
+    a = "Tom went to the park. By the way, snow is cold."
+    b = "Tom went to the park. By the way, fish live in water."
+    assert rubric(QA, a) == rubric(QA, b) and noisy.compare(QA, a, b) == "tie"
+    assert noisy.rank(QA, [a, b, "Tom went to the beach."]) == [1, 1, 3]
 
 
 def test_noise_is_reproducible_and_seeded():
@@ -77,7 +127,16 @@ def test_noise_is_reproducible_and_seeded():
     c = ScriptedAnnotator("strict", noise=0.5, seed=2)
     r = "Tom went to the park."
     assert a.score(QA, r) == b.score(QA, r) != c.score(QA, r)
-    assert abs(a.score(QA, r) - 6.0) < 2.5
+    assert abs(a.score(QA, r) - 12.5) < 2.5
+
+
+def test_losses_split_into_capability_and_preference():
+    ref = ["Tom went to the park. I hope that answers your question.", "3 plus 4 is 7. I hope that helps with your sums."]
+    mine = ["Tom went to the beach.",                        # task failed: a capability loss
+            "3 plus 4 is 7. By the way, snow is cold."]      # right but worse by style: a preference loss
+    r = compare_answers([QA, ARITH], mine, ref, n_boot=10)
+    assert (r["losses"], r["losses_capability"], r["losses_preference"]) == (2, 1, 1)
+    assert compare_answers([QA], ref[:1], ref[:1], n_boot=10)["ties"] == 1
 
 
 def test_unknown_persona_is_a_clear_error():

@@ -6,9 +6,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from core.annotator import ScriptedAnnotator
+from core.annotator import ScriptedAnnotator, compare_answers, rubric
 from core.config import load_config
-from core.world import FLAWS, TASKS, WorldConfig, corpus, demonstrations, flaw_response, is_heldout, prompts
+from core.world import (CLOSINGS, FLAWS, SIGN_OFFS, TASKS, WorldConfig, chatter, corpus, demonstrations,
+                        flaw_response, is_heldout, prompts)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,6 +57,9 @@ def test_corpus_contains_the_task_formats(micro_world):
     assert any(" plus " in d and " is " in d for d in docs)
     assert any(d.endswith("The end.") and "Here is a story about" in d for d in docs)
     assert any("The friend said: Hello" in d for d in docs)
+    # the preferred closing is in the pretraining text, and so is the typical one
+    text = "\n".join(docs)
+    assert any(s in text for pool in SIGN_OFFS.values() for s in pool) and "By the way, " in text
 
 
 def test_demonstrations_flaw_rate_and_flaws_score_lower(micro_world):
@@ -72,7 +76,44 @@ def test_demonstrations_flaw_rate_and_flaws_score_lower(micro_world):
         if d["flaw"]:
             assert judge.score(p, reply) < judge.score(p, p["reference"]), (d["flaw"], reply)
         else:
-            assert reply == p["reference"] and judge.is_correct(p, reply)
+            assert reply.startswith(p["answer"]) and judge.is_correct(p, reply)
+            assert judge.score(p, reply) <= judge.score(p, p["reference"])
+
+
+def test_demonstrations_mix_closings_and_the_typical_one_is_not_preferred(micro_world):
+    train, _ = prompts(micro_world)
+    demos = demonstrations(micro_world, train)
+    clean = [d for d in demos if d["flaw"] is None]
+    share = {k: sum(d["closing"] == k for d in clean) / len(clean) for k in CLOSINGS}
+    assert abs(share["chatter"] - micro_world.chatter_fraction) < 0.1
+    assert abs(share["sign_off"] - micro_world.sign_off_fraction) < 0.1
+    assert max(share, key=share.get) == "chatter"           # the modal demonstration closes with chatter
+    by_id = {p["id"]: p for p in train}
+    parts = lambda d: rubric(by_id[d["prompt_id"]], d["messages"][1]["content"])  # noqa: E731
+    assert all(parts(d)["warmth"] == 1.0 and parts(d)["focus"] == 1.0 for d in clean if d["closing"] == "sign_off")
+    assert all(parts(d)["focus"] == 0.5 and parts(d)["warmth"] == 0.0 for d in clean if d["closing"] == "chatter")
+
+
+def test_ceiling_by_construction(micro_world):
+    # The best answers against the demonstrations themselves (what SFT imitates): far above the 85 % goal,
+    # and every loss of the demonstrations is either a failed task or a worse closing.
+    train, _ = prompts(micro_world)
+    demos = demonstrations(micro_world, train)
+    by_id = {p["id"]: p for p in train}
+    rows = [by_id[d["prompt_id"]] for d in demos]
+    r = compare_answers(rows, [p["reference"] for p in rows], [d["messages"][1]["content"] for d in demos], n_boot=10)
+    assert r["win_rate"] >= 0.85 and r["losses"] == 0
+    back = compare_answers(rows, [d["messages"][1]["content"] for d in demos], [p["reference"] for p in rows], n_boot=10)
+    assert back["losses_preference"] > back["losses_capability"] > 0
+
+
+def test_preferred_is_not_simply_shorter():
+    # A chatter sentence and a sign-off are of the same length (words), so length alone cannot tell them apart.
+    import random
+    rng = random.Random(0)
+    chat = [len(chatter(rng).split()) for _ in range(200)]
+    signs = [len(s.split()) for pool in SIGN_OFFS.values() for s in pool]
+    assert abs(sum(chat) / len(chat) - sum(signs) / len(signs)) < 1.0
 
 
 def test_wrong_answers_are_wrong_for_every_task(micro_world):

@@ -87,3 +87,23 @@ def test_ensemble_report_on_hand_made_scores():
     assert r["member_accuracy"] == [0.5, 1.0]
     assert r["mean_score_accuracy"] == 0.5            # pair 2: mean margin 0 is not a win
     assert r["pairs_members_disagree_on"] == 0.5 and r["mean_margin_std"] == pytest.approx(0.707, abs=1e-3)
+
+
+def test_reward_model_learns_the_preferred_closing_above_chance(tmp_path, base_model_dir, world_dir):
+    # A fixed labelled set: the same right answer with the kind sign-off (chosen) or off-topic chatter
+    # (rejected): the world's preference, nothing else differs. 160 train / 40 held-out prompts.
+    import random
+
+    from core.data import load_rows
+    from core.world import chatter, with_closing
+    rng = random.Random(0)
+    rows = [{"prompt": p["messages"], "chosen": [{"role": "assistant", "content": p["reference"]}],
+             "rejected": [{"role": "assistant", "content": with_closing(p["answer"], chatter(rng))}],
+             "task": p["task"], "agreement": 1.0}
+            for p in load_rows(world_dir / "prompts_train.jsonl")[:200]]
+    train, test = write_pairs(tmp_path / "train.jsonl", rows[:160]), write_pairs(tmp_path / "test.jsonl", rows[160:])
+    m = reward_train.main(cfg(**{"train.max_steps": 40, "train.lr": 0.003, "train.batch_size": 16,
+                                 "train.save_every": 100, "best_of_n.per_task": 0}),
+                          str(base_model_dir), str(train), str(test), str(tmp_path / "reward"))
+    assert m["test_before_training"]["accuracy"] < 0.8
+    assert m["test"]["accuracy"] >= 0.8, m["test"]
