@@ -48,7 +48,7 @@ PREFS_TRAIN ?= $(RUNS)/prefs/train.jsonl
 PREFS_TEST  ?= $(RUNS)/prefs/test.jsonl
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
 
-.PHONY: bench-control bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
+.PHONY: bench-control bench-seeds bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
 help: ## list the targets
@@ -106,7 +106,7 @@ $(RUNS)/prefs/corrections.jsonl:
 sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes; WITH_CORRECTIONS=1)
 $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py core/onednn.py core/training.py $(CORRECTIONS)
 	$(LAUNCH) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data "$(SFT_DATA)" \
-		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft \
+		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft --corpus "$(CORPUS)" \
 		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(call args,sft)
 
 STAGE  ?= sft
@@ -258,6 +258,19 @@ bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same
 		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(CONTROL)/ppo
 	$(PY) -m bench.control table --runs $(RUNS) --control $(CONTROL)
+
+# The same reward / DPO / PPO stages with other seeds (head init, batch order, rollouts), on the same labels.
+SEEDS ?= 1 2
+bench-seeds: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward model, DPO and PPO again with SEEDS='1 2': the spread over seeds
+	@for s in $(SEEDS); do d=$(RUNS)/seeds/$$s; rm -rf $$d; set -x; \
+	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
+		--test "$(PREFS_TEST)" --out $$d/reward seed=$$s best_of_n.per_task=0 && \
+	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
+		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $$d/dpo seed=$$s && \
+	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $$d/reward/model \
+		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--out $$d/ppo seed=$$s || exit 1; set +x; done
+	$(PY) -m bench.control seeds --runs $(RUNS) --seeds-dir $(RUNS)/seeds
 
 clean: ## delete runs/ (model artifacts); never touches data/ (labels)
 	rm -rf runs

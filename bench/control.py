@@ -1,6 +1,7 @@
-"""Benchmark: is the alignment gain learned from the labels? The same pipeline on shuffled labels.
+"""Benchmark: is the alignment gain learned from the labels, and does it hold over seeds?
 
 Run:    make bench-control   (after make align; SEED=1 for another shuffle)
+        make bench-seeds     (SEEDS='1 2': reward model, DPO and PPO again with other seeds, same labels)
         python -m bench.control shuffle --train runs/tiny/prefs/train.jsonl --out runs/tiny/control/prefs/train.jsonl
         python -m bench.control table --runs runs/tiny --control runs/tiny/control
 
@@ -11,6 +12,8 @@ DPO and PPO on them with the stages' own configs into <runs>/control/, and `tabl
 to the real run. The reward model is scored on the real held-out labels; the policies by the
 scripted annotator against SFT, as the stages report it. A gain that survives here comes from format
 or length, not from the annotators' judgments; the real one minus this is what the labels taught.
+`seeds` prints the chain's own run (seed 0) next to the runs under <runs>/seeds/<seed>/: the spread
+a single figure hides, and the worst seed.
 """
 
 from __future__ import annotations
@@ -58,14 +61,39 @@ def table(runs: Path, control: Path) -> list[list[str]]:
             continue
         decodings = (real or ctrl)["vs_sft"]
         for key in (k for k in decodings if k != "kl"):
-            def cell(m, key=key):
-                if m is None:
-                    return "not run"
-                r = m["vs_sft"][key]
-                return (f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}), correct "
-                        f"{_pct(r['correct_a'])} vs {_pct(r['correct_b'])}")
-            rows.append([name, f"win rate vs SFT, {key}", cell(real), cell(ctrl)])
+            rows.append([name, f"win rate vs SFT, {key}", _win(real, key), _win(ctrl, key)])
     return rows
+
+
+def _win(m: dict | None, key: str) -> str:
+    if m is None:
+        return "not run"
+    r = m["vs_sft"][key]
+    return f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}), correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}"
+
+
+def seeds_table(runs: Path, seeds_dir: Path) -> list[list[str]]:
+    """One row per stage and measure, one column per seed (seed 0 = the chain's own run under <runs>)."""
+    dirs = [("0", runs)] + sorted(((d.name, d) for d in seeds_dir.iterdir() if d.is_dir()), key=lambda x: int(x[0]))
+    rows = []
+    rm = [_metrics(d / "reward") for _, d in dirs]
+    rows.append(["reward model", "held-out accuracy (ceiling)"] +
+                ["" if m is None else f"{_pct(m['test']['accuracy'])} ({_pct(m.get('label_ceiling'))})" for m in rm])
+    for name, stage in (("DPO", "dpo"), ("PPO", "ppo"), ("RLOO", "rloo")):
+        ms = [_metrics(d / stage) for _, d in dirs]
+        if all(m is None for m in ms):
+            continue
+        for key in (k for k in next(m for m in ms if m)["vs_sft"] if k != "kl"):
+            rows.append([name, f"win rate vs SFT, {key}"] + [_win(m, key) for m in ms])
+        rows.append([name, "KL to SFT (nats/answer)"] +
+                    ["" if m is None else f"{m['vs_sft']['kl']['kl_per_sequence']:.2f}" for m in ms])
+    return [["stage", "measure"] + [f"seed {n}" for n, _ in dirs]] + rows
+
+
+def _print(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in [rows[0], ["-" * w for w in widths]] + rows[1:]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
 
 
 def main() -> None:
@@ -78,6 +106,9 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--control", required=True)
+    t = sub.add_parser("seeds")
+    t.add_argument("--runs", required=True)
+    t.add_argument("--seeds-dir", required=True)
     a = ap.parse_args()
     if a.cmd == "shuffle":
         rows = shuffle_labels(load_rows(a.train), a.seed)
@@ -85,11 +116,10 @@ def main() -> None:
         write_jsonl(Path(a.out), rows)
         print(f"{a.out}: {len(rows)} pairs, {sum(r['label_swapped'] for r in rows)} swapped (seed {a.seed})")
         return
-    rows = table(Path(a.runs), Path(a.control))
-    head = ["stage", "measure", "real labels", "shuffled labels (control)"]
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
-    for r in [head, ["-" * w for w in widths]] + rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    if a.cmd == "seeds":
+        _print(seeds_table(Path(a.runs), Path(a.seeds_dir)))
+        return
+    _print([["stage", "measure", "real labels", "shuffled labels (control)"]] + table(Path(a.runs), Path(a.control)))
 
 
 if __name__ == "__main__":

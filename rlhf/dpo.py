@@ -10,7 +10,8 @@ Writes: <out>/model (HF checkpoint; a LoRA run is merged), <out>/checkpoints (re
         config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
 
 Loss (`loss_type`): sigmoid (the DPO paper), ipo, or robust (sigmoid with label smoothing: the share
-of pairs assumed mislabeled). beta sets how far the policy may move from the reference. The
+of pairs assumed mislabeled); `sft_weight` adds the chosen answers' negative log-likelihood (RPO), which
+kept the weakest skill (story lookups) from eroding while the preference term moved the style. beta sets how far the policy may move from the reference. The
 defaults are gentle (lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one
 generic answer at higher settings while its training metrics looked healthy, so the evaluation
 here watches correctness, answer diversity and KL, not only the win rate (core/compare.py).
@@ -44,6 +45,9 @@ class DPOStageConfig:
     beta: float = 0.1
     loss_type: str = "sigmoid"         # sigmoid | ipo | robust
     label_smoothing: float = 0.0       # robust only: assumed share of flipped labels
+    # Weight of a negative log-likelihood term on the chosen answers (RPO, Pang et al. 2024; 0 = plain DPO):
+    # keeps what the preferred answers get right likely while the preference term moves the style.
+    sft_weight: float = 0.0
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=1e-4, batch_size=16))
     eval: EvalSettings = field(default_factory=EvalSettings)
@@ -54,6 +58,8 @@ class DPOStageConfig:
             raise UserError(f"loss_type must be one of {', '.join(LOSSES)}, got {self.loss_type!r}")
         if self.beta <= 0:
             raise UserError(f"beta must be positive, got {self.beta}")
+        if self.sft_weight < 0:
+            raise UserError(f"sft_weight must be >= 0, got {self.sft_weight}")
         if not 0 <= self.label_smoothing < 0.5 or (self.label_smoothing and self.loss_type != "robust"):
             raise UserError("label_smoothing must be in [0, 0.5) and is used by loss_type=robust only")
 
@@ -80,7 +86,9 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         use_onednn_linear(policy, reference)
     # Length grouping reads `input_ids`; DPO rows hold prompt/chosen/rejected ids, so batches are random.
     args = DPOConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints), "train_sampling_strategy": "random"},
-                     beta=cfg.beta, loss_type=[LOSSES[cfg.loss_type]], label_smoothing=cfg.label_smoothing,
+                     beta=cfg.beta, label_smoothing=cfg.label_smoothing,
+                     loss_type=[LOSSES[cfg.loss_type]] + (["sft"] if cfg.sft_weight else []),
+                     loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
                      disable_dropout=True)
     writer = SummaryWriter(str(stage.logs))
     with warnings.catch_warnings():
@@ -107,7 +115,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
                                  cfg.eval.max_new_tokens, cfg.seed)
     metrics = {
         "pairs": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
-        "beta": cfg.beta, "loss_type": cfg.loss_type, "lora": cfg.lora.enabled,
+        "beta": cfg.beta, "loss_type": cfg.loss_type, "sft_weight": cfg.sft_weight, "lora": cfg.lora.enabled,
         "lora_merge_max_abs_logit_diff": merge_diff,
         "train_runtime_s": round(result.metrics["train_runtime"], 2),
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),

@@ -11,7 +11,9 @@ Writes: <out>/model (HF checkpoint; a LoRA run is merged first, so it is always 
         <out>/checkpoints (resume state), config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
 
 The loss is on assistant tokens only (the template's {% generation %} block: the reply and its EOS),
-so the model learns to answer and to stop, not to imitate prompts. Bad rows (no messages, wrong role
+so the model learns to answer and to stop, not to imitate prompts. With data.pretrain_mix > 0, that many
+pretraining documents per demonstration join the data (loss on every token of them), so SFT keeps the
+base model's language modelling (the alignment tax: held-out corpus perplexity). Bad rows (no messages, wrong role
 order, empty assistant turn, longer than the context) stop the run naming the row, or are skipped
 and counted when data.skip_bad_rows is true.
 
@@ -45,6 +47,9 @@ class DataSettings:
     messages_column: str = "messages"  # hub datasets: the column holding the conversation (role/content list)
     skip_bad_rows: bool = False        # false = a bad row stops the run naming it
     heldout_loss_rows: int = 500       # held-out reference conversations for the loss before/after
+    # Pretraining text mixed in (documents per demonstration; 0 = off, --corpus needed otherwise): the
+    # loss on it is on every token, so SFT keeps the base model's language modelling (less alignment tax).
+    pretrain_mix: float = 0.0
 
 
 @dataclass
@@ -98,22 +103,38 @@ def messages_rows(rows: list[dict], column: str, source: str) -> list[dict]:
 
 # ---------------------------------------------------------------- training
 
-def trainer_args(cfg: SFTStageConfig, out: Path):
+def trainer_args(cfg: SFTStageConfig, out: Path, conversational: bool = True):
+    """Chats: TRL masks all but the template's generation block; pre-tokenized rows carry that mask themselves."""
     from trl import SFTConfig
-    return SFTConfig(**trl_args(cfg.train, cfg.seed, out), assistant_only_loss=True, packing=False)
+    return SFTConfig(**trl_args(cfg.train, cfg.seed, out), assistant_only_loss=conversational, packing=False)
+
+
+def mixed_rows(tokenizer, chats: list[dict], texts: list[str], max_len: int) -> list[dict]:
+    """Pre-tokenized rows for one dataset: chats with the assistant mask of the template's generation block
+    (the loss sees replies only), corpus documents as <bos> text <eos> with every token in the loss."""
+    rows = []
+    for r in chats:
+        enc = tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        rows.append({"input_ids": enc["input_ids"], "assistant_masks": enc["assistant_masks"]})
+    for t in texts:
+        ids = [tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"][: max_len - 2]
+        ids.append(tokenizer.eos_token_id)
+        rows.append({"input_ids": ids, "assistant_masks": [1] * len(ids)})
+    return rows
 
 
 def build_trainer(cfg: SFTStageConfig, policy, tokenizer, rows: list[dict], heldout: list[dict], out: Path,
                   callbacks: list = ()):
     from datasets import Dataset
     from trl import SFTTrainer
-    return SFTTrainer(model=policy, args=trainer_args(cfg, out), processing_class=tokenizer,
+    return SFTTrainer(model=policy, args=trainer_args(cfg, out, "messages" in rows[0]), processing_class=tokenizer,
                       train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(heldout),
                       peft_config=lora_config(cfg.lora), callbacks=list(callbacks))
 
 
 def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: str,
-         corrections: str | None = None) -> dict:
+         corrections: str | None = None, corpus: str | None = None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
@@ -131,6 +152,13 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         rows += extra
         skipped = {f"corrections: {k}": v for k, v in skipped_corr.items()} | skipped
         inputs["corrections"] = corrections
+    texts = []
+    if cfg.data.pretrain_mix > 0:
+        if not corpus:
+            raise UserError("data.pretrain_mix > 0 needs --corpus (the pretraining text); or set data.pretrain_mix=0")
+        n_docs = round(cfg.data.pretrain_mix * len(rows))
+        texts = [r["text"] for r in load_rows(corpus)[:n_docs] if r.get("text")]
+        inputs["corpus"] = corpus
     prompts = load_rows(heldout_prompts)
     missing = [i for i, p in enumerate(prompts, 1) if not {"messages", "task", "reference"} <= p.keys()]
     if missing:
@@ -156,7 +184,10 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
     writer = SummaryWriter(str(stage.logs))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        trainer = build_trainer(cfg, policy, tokenizer, rows, heldout_convos, stage.checkpoints,
+        # Mixed in, every row is pre-tokenized with its loss mask; the held-out loss stays on replies only.
+        train_rows = mixed_rows(tokenizer, rows, texts, max_len) if texts else rows
+        eval_rows = mixed_rows(tokenizer, heldout_convos, [], max_len) if texts else heldout_convos
+        trainer = build_trainer(cfg, policy, tokenizer, train_rows, eval_rows, stage.checkpoints,
                                 [TensorBoardCallback(writer)])
         # In several processes, evaluate() before train() leaves the model without its DDP wrapper
         # (transformers 5.23): the ranks train apart. The 2-process test caught it; skip the "before" there.
@@ -179,14 +210,15 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
 
     sft_eval = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
     train_tokens = sum(map(len, trainer.train_dataset["input_ids"]))
-    steps_per_epoch = -(-len(rows) // (cfg.train.batch_size * cfg.train.grad_accum))
+    steps_per_epoch = -(-len(train_rows) // (cfg.train.batch_size * cfg.train.grad_accum))
     trained_steps = trainer.state.global_step - (int(Path(last).name.split("-")[-1]) if last else 0)
     metrics = {
         "params": count_params(policy),
         "trainable_params": trainable,
         "lora": cfg.lora.enabled,
         "lora_merge_max_abs_logit_diff": merge_diff,
-        "rows": {"demonstrations": n_demos, "corrections": len(rows) - n_demos, "skipped": skipped},
+        "rows": {"demonstrations": n_demos, "corrections": len(rows) - n_demos, "skipped": skipped,
+                 "pretraining_documents": len(texts)},
         "steps": trainer.state.global_step,
         "resumed_from": last,
         "epochs": round(trainer.state.global_step / steps_per_epoch, 3),
@@ -213,5 +245,6 @@ if __name__ == "__main__":
                                "data": "chat demonstrations (jsonl/parquet, or hf:<dataset>)",
                                "heldout_prompts": "held-out prompt rows with reference answers",
                                "out": "stage output directory",
-                               "corrections": "annotators' corrected replies exported by the labeling app (optional)"},
-        __doc__, optional=("corrections",))
+                               "corrections": "annotators' corrected replies exported by the labeling app (optional)",
+                               "corpus": "pretraining text mixed in when data.pretrain_mix > 0 (optional)"},
+        __doc__, optional=("corrections", "corpus"))

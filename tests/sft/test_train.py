@@ -23,9 +23,9 @@ def config(*extra):
     return load_config(st.SFTStageConfig, ROOT / "configs/tiny/sft.yaml", MICRO + list(extra))
 
 
-def run(world_dir, base_model_dir, out, *extra, data=None, corrections=None):
+def run(world_dir, base_model_dir, out, *extra, data=None, corrections=None, corpus=None):
     return st.main(config(*extra), str(base_model_dir), data or str(world_dir / "sft.jsonl"),
-                   str(world_dir / "prompts_heldout.jsonl"), str(out), corrections)
+                   str(world_dir / "prompts_heldout.jsonl"), str(out), corrections, corpus)
 
 
 def test_sft_trains_and_writes_the_artifact_contract(world_dir, base_model_dir, tmp_path):
@@ -66,6 +66,23 @@ def test_loss_sees_only_assistant_replies_each_ending_in_one_eos(world_dir, base
         assert all(lab in (-100, t) for t, lab in zip(ids, labels))
         seen.append(tokenizer.decode(trained))
     assert seen == [" Hello Tom!<|eos|> 1 plus 1 is 2.<|eos|>", " One day Amy went to the park. The end.<|eos|>"]
+
+
+def test_pretraining_text_mixed_in_is_trained_on_every_token(world_dir, base_model_dir, tokenizer, tmp_path):
+    chats = [{"messages": [{"role": "user", "content": "What is 1 plus 1?"},
+                           {"role": "assistant", "content": "1 plus 1 is 2."}]}]
+    rows = st.mixed_rows(tokenizer, chats, ["Tom went to the park."], 128)
+    policy = AutoModelForCausalLM.from_pretrained(base_model_dir)
+    trainer = st.build_trainer(config("train.group_by_length=false"), policy, tokenizer, rows, chats, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    seen = sorted(tokenizer.decode([t for t, lab in zip(ids, labels) if lab != -100])
+                  for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()))
+    assert seen == [" 1 plus 1 is 2.<|eos|>", "<|bos|>Tom went to the park.<|eos|>"]
+    # the stage: documents per demonstration, recorded; without --corpus a clear error
+    m = run(world_dir, base_model_dir, tmp_path / "sft", "data.pretrain_mix=0.5", corpus=str(world_dir / "corpus.jsonl"))
+    assert m["rows"]["pretraining_documents"] == round(0.5 * m["rows"]["demonstrations"])
+    with pytest.raises(UserError, match="needs --corpus"):
+        run(world_dir, base_model_dir, tmp_path / "sft2", "data.pretrain_mix=0.5")
 
 
 def test_lora_run_saves_a_merged_plain_model_equal_to_the_adapter(world_dir, base_model_dir, tmp_path):
