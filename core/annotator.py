@@ -191,13 +191,14 @@ def rubric_agreement(prompt: dict, chosen: str, rejected: str, personas: list[st
     return 1.0 if gap > 1e-6 else 0.0 if gap < -1e-6 else 0.5
 
 
-def first_per_task(rows: list[dict], per_task: int) -> list[dict]:
-    """The first `per_task` prompt rows of each task (a fixed, balanced evaluation set)."""
+def first_per_task(rows: list[dict], per_task: int, skip: int = 0) -> list[dict]:
+    """The first `per_task` prompt rows of each task after its first `skip` (a fixed, balanced evaluation set;
+    skip > 0 gives another sample of the same split, disjoint from the default one)."""
     counts: dict[str, int] = {}
     picked = []
     for r in rows:
-        if counts.get(r["task"], 0) < per_task:
-            counts[r["task"]] = counts.get(r["task"], 0) + 1
+        counts[r["task"]] = counts.get(r["task"], 0) + 1
+        if skip < counts[r["task"]] <= skip + per_task:
             picked.append(r)
     return picked
 

@@ -51,6 +51,7 @@ CURVES = {"pretrain": ("train/loss", "heldout/loss"), "sft": ("train/loss", "eva
 class EvalConfig:
     seed: int = 0
     per_task: int = 50                 # held-out prompts per task (4 tasks: 200)
+    skip_per_task: int = 0             # > 0: the next prompts of each task instead (a sample no setting was chosen on)
     temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])   # 0 = greedy
     max_new_tokens: int = 64
     perplexity_docs: int = 200         # held-out corpus documents for perplexity
@@ -253,7 +254,7 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
     missing = [f"{name} (make {stage})" for name, stage in MODELS if name not in present]
     if "sft" not in present:
         raise UserError(f"{runs_dir}/sft: no finished SFT model; the report compares every model with it (make sft)")
-    prompts = first_per_task(load_rows(world_dir / "prompts_heldout.jsonl"), cfg.per_task)
+    prompts = first_per_task(load_rows(world_dir / "prompts_heldout.jsonl"), cfg.per_task, cfg.skip_per_task)
     docs = [r["text"] for r in load_rows(world_dir / "corpus_heldout.jsonl")[: cfg.perplexity_docs]]
     stage = StageDir(out)
     stage.start(cfg, inputs={"prompts": world_dir / "prompts_heldout.jsonl"}, stage_file=__file__)

@@ -142,3 +142,10 @@ def test_losses_split_into_capability_and_preference():
 def test_unknown_persona_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown persona 'nice'"):
         ScriptedAnnotator("nice")
+
+
+def test_first_per_task_and_a_disjoint_second_sample():
+    from core.annotator import first_per_task
+    rows = [{"task": t, "i": i} for i in range(5) for t in ("a", "b")]
+    first, second = first_per_task(rows, 2), first_per_task(rows, 2, skip=2)
+    assert [r["i"] for r in first] == [0, 0, 1, 1] and [r["i"] for r in second] == [2, 2, 3, 3]

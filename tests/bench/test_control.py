@@ -1,0 +1,49 @@
+"""The control bench: shuffled labels keep every pair's content and lose only its direction."""
+
+import json
+
+from bench.control import seeds_table, shuffle_labels, table
+
+
+def _rows(n):
+    return [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": f"good{i}"}],
+             "rejected": [{"role": "assistant", "content": f"bad{i}"}], "rubric_agrees": 1.0} for i in range(n)]
+
+
+def test_shuffle_swaps_about_half_reproducibly_and_keeps_the_pairs():
+    rows = _rows(400)
+    out = shuffle_labels(rows, seed=0)
+    swapped = [r for r in out if r["label_swapped"]]
+    assert 160 <= len(swapped) <= 240
+    assert out == shuffle_labels(rows, seed=0) != shuffle_labels(rows, seed=1)
+    for before, after in zip(rows, out):
+        assert {before["chosen"][0]["content"], before["rejected"][0]["content"]} == \
+               {after["chosen"][0]["content"], after["rejected"][0]["content"]}
+        assert after["chosen"][0]["content"].startswith("bad" if after["label_swapped"] else "good")
+        assert after["rubric_agrees"] == (0.0 if after["label_swapped"] else 1.0)
+    assert rows[0]["chosen"][0]["content"] == "good0"          # the input is not modified
+
+
+def _stage(d, metrics):
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "DONE").write_text("")
+
+
+def _policy(win):
+    r = {"win_rate": win, "ci95": [win - 0.05, win + 0.05], "correct_a": 0.8, "correct_b": 0.8}
+    return {"vs_sft": {"greedy": r, "kl": {"kl_per_sequence": 1.5}}}
+
+
+def test_tables_put_the_real_run_next_to_the_control_and_the_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    _stage(runs / "reward", {"test": {"accuracy": 0.9}, "label_ceiling": 0.95})
+    _stage(runs / "dpo", _policy(0.8))
+    _stage(runs / "control" / "dpo", _policy(0.5))
+    _stage(runs / "seeds" / "1" / "dpo", _policy(0.7))
+    rows = table(runs, runs / "control")
+    assert rows[0] == ["reward model", "held-out pair accuracy", "90.0 % (ceiling 95.0 %)", ""]
+    assert rows[1][2].startswith("80.0 % (75.0 %-85.0 %)") and rows[1][3].startswith("50.0 %")
+    seeds = seeds_table(runs, runs / "seeds")
+    assert seeds[0] == ["stage", "measure", "seed 0", "seed 1"]
+    assert seeds[2][2].startswith("80.0 %") and seeds[2][3].startswith("70.0 %") and seeds[3][2:] == ["1.50", "1.50"]
