@@ -27,11 +27,18 @@ from core.artifacts import write_jsonl
 from core.data import load_rows
 
 
+def _empty(side: list[dict]) -> bool:
+    return not side[-1]["content"].strip()
+
+
 def shuffle_labels(rows: list[dict], seed: int) -> list[dict]:
-    """Each row with chosen and rejected swapped with probability 1/2 (seeded), flagged `label_swapped`."""
+    """Each row with chosen and rejected swapped with probability 1/2 (seeded), flagged `label_swapped`.
+    Pairs with an empty answer are left out (the stages refuse an empty chosen answer), swapped or not."""
     rng = random.Random(f"control-{seed}")
     out = []
     for r in rows:
+        if _empty(r["chosen"]) or _empty(r["rejected"]):
+            continue
         swap = rng.random() < 0.5
         row = {**r, "chosen": r["rejected"], "rejected": r["chosen"]} if swap else dict(r)
         if swap and row.get("rubric_agrees") is not None:
@@ -114,7 +121,9 @@ def main() -> None:
         rows = shuffle_labels(load_rows(a.train), a.seed)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(Path(a.out), rows)
-        print(f"{a.out}: {len(rows)} pairs, {sum(r['label_swapped'] for r in rows)} swapped (seed {a.seed})")
+        n = len(load_rows(a.train))
+        print(f"{a.out}: {len(rows)} pairs, {sum(r['label_swapped'] for r in rows)} swapped (seed {a.seed}); "
+              f"{n - len(rows)} with an empty answer left out")
         return
     if a.cmd == "seeds":
         _print(seeds_table(Path(a.runs), Path(a.seeds_dir)))

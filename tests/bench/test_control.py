@@ -22,6 +22,8 @@ def test_shuffle_swaps_about_half_reproducibly_and_keeps_the_pairs():
         assert after["chosen"][0]["content"].startswith("bad" if after["label_swapped"] else "good")
         assert after["rubric_agrees"] == (0.0 if after["label_swapped"] else 1.0)
     assert rows[0]["chosen"][0]["content"] == "good0"          # the input is not modified
+    rows[1]["rejected"][0]["content"] = " "
+    assert len(shuffle_labels(rows, seed=0)) == 399             # a pair with an empty answer is left out
 
 
 def _stage(d, metrics):
