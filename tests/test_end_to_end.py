@@ -24,9 +24,9 @@ def test_make_all_micro(tmp_path):
     sft = json.loads((runs / "sft" / "metrics.json").read_text())
     assert sft["steps"] == 6 and sft["task_eval"]["sft"]["n"] == 8
     seeded = json.loads((runs / "seed" / "metrics.json").read_text())
-    assert seeded["candidates_added"] == 8 * 4 and seeded["items_added"] == 8
+    assert seeded["candidates_added"] == 32 * 4 and seeded["items_added"] == 32
     prefs = json.loads((runs / "prefs" / "metrics.json").read_text())
-    assert prefs["judgments"] == 8 * 2 and prefs["pairs_train"] + prefs["pairs_test"] > 0
+    assert prefs["judgments"] == 32 * 2 and prefs["pairs_train"] + prefs["pairs_test"] > 0
     assert (runs / "prefs" / "train.jsonl").exists() and (runs / "prefs" / "corrections.jsonl").exists()
     reward = json.loads((runs / "reward" / "metrics.json").read_text())
     assert reward["steps"] == 4 and reward["pairs"]["test"] == prefs["pairs_test"]

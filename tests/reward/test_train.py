@@ -105,5 +105,6 @@ def test_reward_model_learns_the_preferred_closing_above_chance(tmp_path, base_m
     m = reward_train.main(cfg(**{"train.max_steps": 40, "train.lr": 0.003, "train.batch_size": 16,
                                  "train.save_every": 100, "best_of_n.per_task": 0}),
                           str(base_model_dir), str(train), str(test), str(tmp_path / "reward"))
-    assert m["test_before_training"]["accuracy"] < 0.8
-    assert m["test"]["accuracy"] >= 0.8, m["test"]
+    # (an untrained head already separates two systematically different closings, in one direction or the
+    # other: the check is the trained accuracy and margin)
+    assert m["test"]["accuracy"] >= 0.9 and m["test"]["mean_margin"] > 0.5, m["test"]

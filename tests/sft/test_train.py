@@ -16,7 +16,7 @@ from core.config import UserError, load_config
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = ["train.batch_size=8", "train.max_steps=6", "train.lr=0.01", "train.save_every=2", "train.log_every=1",
          "train.max_length=128", "data.heldout_loss_rows=16", "eval.per_task=2", "eval.max_new_tokens=8",
-         "eval.sample_chats=1"]
+         "eval.sample_chats=1", "data.pretrain_mix=0"]
 
 
 def config(*extra):
@@ -138,7 +138,12 @@ def test_crash_then_rerun_resumes_from_the_last_checkpoint(world_dir, base_model
 
 def test_stock_transformers_loads_the_sft_model_and_it_ends_its_reply(world_dir, base_model_dir, tmp_path):
     out = tmp_path / "sft"
-    run(world_dir, base_model_dir, out, "train.max_steps=60", "train.lr=0.01", "train.save_every=100")
+    # bare answers (no closing sentence): what a 1-layer micro model learns to end within a minute
+    rows = [{"messages": p["messages"] + [{"role": "assistant", "content": p["answer"]}]}
+            for p in map(json.loads, (world_dir / "prompts_train.jsonl").read_text().splitlines())]
+    data = tmp_path / "bare.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run(world_dir, base_model_dir, out, "train.max_steps=60", "train.lr=0.01", "train.save_every=100", data=str(data))
     tok = AutoTokenizer.from_pretrained(out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"}], add_generation_prompt=True,
