@@ -4,8 +4,9 @@ Run:    make world
         python -m pretrain.world --config configs/tiny/world.yaml --out runs/tiny/world [corpus_chars=200000 ...]
 Reads:  nothing (a seeded generator, `core.world`)
 Writes: <out>/corpus.jsonl, corpus_heldout.jsonl   {"text": ...}
-        <out>/prompts_train.jsonl, prompts_heldout.jsonl   {"id", "messages", "task", ...fields the annotator checks}
-        <out>/sft.jsonl   {"messages": [user, assistant], "prompt_id", "task", "flaw"}
+        <out>/prompts_train.jsonl, prompts_heldout.jsonl   {"id", "messages", "task", "reference" (the best
+            answer), "answer" (the bare answer), ...fields the annotator checks}
+        <out>/sft.jsonl   {"messages": [user, assistant], "prompt_id", "task", "flaw", "closing"}
         config.yaml, metrics.json (counts per task and flaw), DONE (last)
 """
 
