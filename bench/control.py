@@ -56,6 +56,10 @@ def _pct(x) -> str:
     return "" if x is None else f"{100 * x:.1f} %"
 
 
+def _rm(m: dict | None) -> str:
+    return "" if m is None else f"{_pct(m['test']['accuracy'])} (ceiling {_pct(m.get('label_ceiling'))})"
+
+
 def table(runs: Path, control: Path) -> list[list[str]]:
     rows = []
     for name, stage in (("reward model", "reward"), ("DPO", "dpo"), ("PPO", "ppo"), ("RLOO", "rloo")):
@@ -63,8 +67,7 @@ def table(runs: Path, control: Path) -> list[list[str]]:
         if real is None and ctrl is None:
             continue
         if stage == "reward":
-            cell = lambda m: "" if m is None else f"{_pct(m['test']['accuracy'])} (ceiling {_pct(m.get('label_ceiling'))})"  # noqa: E731
-            rows.append([name, "held-out pair accuracy", cell(real), cell(ctrl)])
+            rows.append([name, "held-out pair accuracy", _rm(real), _rm(ctrl)])
             continue
         decodings = (real or ctrl)["vs_sft"]
         for key in (k for k in decodings if k != "kl"):
@@ -83,9 +86,7 @@ def seeds_table(runs: Path, seeds_dir: Path) -> list[list[str]]:
     """One row per stage and measure, one column per seed (seed 0 = the chain's own run under <runs>)."""
     dirs = [("0", runs)] + sorted(((d.name, d) for d in seeds_dir.iterdir() if d.is_dir()), key=lambda x: int(x[0]))
     rows = []
-    rm = [_metrics(d / "reward") for _, d in dirs]
-    rows.append(["reward model", "held-out accuracy (ceiling)"] +
-                ["" if m is None else f"{_pct(m['test']['accuracy'])} ({_pct(m.get('label_ceiling'))})" for m in rm])
+    rows.append(["reward model", "held-out pair accuracy"] + [_rm(_metrics(d / "reward")) for _, d in dirs])
     for name, stage in (("DPO", "dpo"), ("PPO", "ppo"), ("RLOO", "rloo")):
         ms = [_metrics(d / stage) for _, d in dirs]
         if all(m is None for m in ms):
@@ -118,12 +119,12 @@ def main() -> None:
     t.add_argument("--seeds-dir", required=True)
     a = ap.parse_args()
     if a.cmd == "shuffle":
-        rows = shuffle_labels(load_rows(a.train), a.seed)
+        pairs = load_rows(a.train)
+        rows = shuffle_labels(pairs, a.seed)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(Path(a.out), rows)
-        n = len(load_rows(a.train))
         print(f"{a.out}: {len(rows)} pairs, {sum(r['label_swapped'] for r in rows)} swapped (seed {a.seed}); "
-              f"{n - len(rows)} with an empty answer left out")
+              f"{len(pairs) - len(rows)} with an empty answer left out")
         return
     if a.cmd == "seeds":
         _print(seeds_table(Path(a.runs), Path(a.seeds_dir)))

@@ -236,6 +236,15 @@ def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: Scri
             "correct_b": round(sum(judge.is_correct(p, y) for p, y in zip(prompts, b)) / n, 3)}
 
 
+def losses_to_reference(prompts: list[dict], answers: list[str], judge: ScriptedAnnotator | None = None) -> dict:
+    """How often each answer loses to the prompt's best answer (`reference`), by cause: capability (the task
+    failed) or preference (done, but worse by the rubric's style)."""
+    judge = judge or ScriptedAnnotator()
+    why = [judge.verdict(p, a, p["reference"])[1] for p, a in zip(prompts, answers, strict=True)]
+    return {"losses": sum(bool(w) for w in why), "losses_capability": why.count("capability"),
+            "losses_preference": why.count("preference")}
+
+
 def distinct_rate(answers: list[str]) -> float:
     """Share of distinct answers (after whitespace/case normalisation): 1.0 = all different; a collapsed
     policy that gives one generic answer to everything scores near 1/n."""

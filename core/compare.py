@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.annotator import compare_answers, distinct_rate
+from core.annotator import compare_answers, distinct_rate, losses_to_reference
 from core.generation import Decoding, chat, chat_prompt_ids, completion_logprobs
 
 
@@ -51,10 +51,9 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
             best = [p["reference"] for p in prompts]
             ceiling = compare_answers(prompts, best, ref, seed=seed)["win_rate"]
             used = (r["win_rate"] - 0.5) / (ceiling - 0.5) if ceiling > 0.5 else None
-            split = lambda x: {k: v for k, v in compare_answers(prompts, x, best, n_boot=10).items()  # noqa: E731
-                               if k.startswith("losses")}
             r = {**r, "ceiling": ceiling, "headroom_used": None if used is None else round(used, 3),
-                 "policy_losses_to_best": split(mine), "reference_losses_to_best": split(ref)}
+                 "policy_losses_to_best": losses_to_reference(prompts, mine),
+                 "reference_losses_to_best": losses_to_reference(prompts, ref)}
         report[str(d)] = {**r, "distinct_policy": distinct_rate(mine), "distinct_reference": distinct_rate(ref),
                           "examples": [{"prompt": p["messages"][-1]["content"], "policy": a, "reference": b}
                                        for p, a, b in list(zip(prompts, mine, ref))[:3]]}

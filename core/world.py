@@ -127,6 +127,11 @@ def with_closing(answer: str, close: str) -> str:
     return f"{answer} {close}" if close else answer
 
 
+def draw_closing(rng: random.Random, cfg: "WorldConfig") -> str:
+    """A closing kind drawn from the world's mix (chatter / sign-off / none)."""
+    return rng.choices(CLOSINGS, weights=cfg.closing_weights())[0]
+
+
 # ---------------------------------------------------------------- story facts and task items
 
 def _characters(rng: random.Random, k: int) -> list[dict]:
@@ -295,7 +300,7 @@ def demonstrations(cfg: WorldConfig, train_prompts: list[dict]) -> list[dict]:
         item = {**p, "prompt": p["messages"][0]["content"]}
         for _ in range(cfg.demos_per_prompt):
             flaw = rng.choice(FLAWS) if rng.random() < cfg.flawed_fraction else None
-            kind = None if flaw else rng.choices(CLOSINGS, weights=cfg.closing_weights())[0]
+            kind = None if flaw else draw_closing(rng, cfg)
             text = flaw_response(rng, item, flaw) if flaw else with_closing(p["answer"], closing(rng, p["task"], kind))
             rows.append({"messages": [p["messages"][0], {"role": "assistant", "content": text}],
                          "prompt_id": p["id"], "task": p["task"], "flaw": flaw, "closing": kind})
@@ -368,7 +373,7 @@ def _task_doc(rng: random.Random, cfg: WorldConfig) -> str | None:
     task = rng.choice(TASKS)
 
     def close(answer: str) -> str:
-        return with_closing(answer, closing(rng, task, rng.choices(CLOSINGS, weights=cfg.closing_weights())[0]))
+        return with_closing(answer, closing(rng, task, draw_closing(rng, cfg)))
 
     if task == "story_qa":
         chars = _characters(rng, rng.choice([2, 2, 3]))

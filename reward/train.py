@@ -13,11 +13,11 @@ The model reads its score at the last real token of prompt + response (the assis
 loss is TRL's pairwise -log sigmoid(r_chosen - r_rejected), plus a small pull of rewards toward 0
 (train.center_rewards) so scores stay comparable across prompts. metrics.json: held-out pair
 accuracy and mean margin, overall, per task and by how much the annotators agreed on the pair, next
-to the annotators' own agreement and the label ceiling (the annotators' rubric without its noise scored
-on the same held-out labels: what a perfect model of their preferences would reach); train accuracy for comparison; and the best-of-n baseline: the
-SFT policy samples n answers per held-out prompt, the reward model picks one, and the scripted
-annotator compares the pick with the first sample (if this does not win, RL against this reward
-model cannot be expected to).
+to the annotators' own agreement and the label ceiling (the annotators' rubric without its noise
+scored on the same held-out labels: what a perfect model of their preferences would reach); train
+accuracy for comparison; and the best-of-n baseline: the SFT policy samples n answers per held-out
+prompt, the reward model picks one, and the scripted annotator compares the pick with the first
+sample (if this does not win, RL against this reward model cannot be expected to).
 """
 
 from __future__ import annotations

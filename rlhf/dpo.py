@@ -10,9 +10,9 @@ Writes: <out>/model (HF checkpoint; a LoRA run is merged), <out>/checkpoints (re
         config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
 
 Loss (`loss_type`): sigmoid (the DPO paper), ipo, or robust (sigmoid with label smoothing: the share
-of pairs assumed mislabeled); `sft_weight` adds the chosen answers' negative log-likelihood (RPO), which
-kept the weakest skill (story lookups) from eroding while the preference term moved the style. beta sets how far the policy may move from the reference. The
-defaults are gentle (lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one
+of pairs assumed mislabeled); `sft_weight` adds the chosen answers' negative log-likelihood (RPO),
+which kept the weakest skill (story lookups) from eroding while the preference term moved the style.
+beta sets how far the policy may move from the reference. The code's defaults are gentle (lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one
 generic answer at higher settings while its training metrics looked healthy, so the evaluation
 here watches correctness, answer diversity and KL, not only the win rate (core/compare.py).
 """

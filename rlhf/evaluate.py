@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from core.annotator import ScriptedAnnotator, compare_answers, distinct_rate, first_per_task
+from core.annotator import ScriptedAnnotator, compare_answers, distinct_rate, first_per_task, losses_to_reference
 from core.artifacts import StageDir, write_json
 from core.compare import kl_to_reference
 from core.config import UserError, cli
@@ -290,8 +290,7 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
                      "distinct_2": distinct_n(texts, 2)}
             if all(p.get("reference") for p in prompts):
                 # Where the model loses to the best answer: the task failed (capability) or done worse (preference).
-                v = compare_answers(prompts, texts, [p["reference"] for p in prompts], judge, 10, cfg.seed)
-                entry["losses_to_reference"] = {k: v[k] for k in ("losses", "losses_capability", "losses_preference")}
+                entry["losses_to_reference"] = losses_to_reference(prompts, texts, judge)
             if name != "sft":
                 entry["vs_sft"] = compare_answers(prompts, texts, [c.text for c in ref], judge, cfg.bootstrap, cfg.seed)
                 entry["vs_sft_by_task"] = {t: compare_answers(*zip(*[(p, x, y.text) for p, x, y in zip(prompts, texts, ref)

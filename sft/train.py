@@ -11,10 +11,10 @@ Writes: <out>/model (HF checkpoint; a LoRA run is merged first, so it is always 
         <out>/checkpoints (resume state), config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
 
 The loss is on assistant tokens only (the template's {% generation %} block: the reply and its EOS),
-so the model learns to answer and to stop, not to imitate prompts. With data.pretrain_mix > 0, that many
-pretraining documents per demonstration join the data (loss on every token of them), so SFT keeps the
-base model's language modelling (the alignment tax: held-out corpus perplexity). Bad rows (no messages, wrong role
-order, empty assistant turn, longer than the context) stop the run naming the row, or are skipped
+so the model learns to answer and to stop, not to imitate prompts. With data.pretrain_mix > 0, that
+many pretraining documents per demonstration join the data (loss on every token of them), so SFT keeps
+the base model's language modelling (the alignment tax: held-out corpus perplexity). Bad rows (no
+messages, wrong role order, empty assistant turn, longer than the context) stop the run naming the row, or are skipped
 and counted when data.skip_bad_rows is true.
 
 At the end the model answers held-out prompts greedily and the scripted annotator checks them:

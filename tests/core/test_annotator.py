@@ -149,3 +149,12 @@ def test_first_per_task_and_a_disjoint_second_sample():
     rows = [{"task": t, "i": i} for i in range(5) for t in ("a", "b")]
     first, second = first_per_task(rows, 2), first_per_task(rows, 2, skip=2)
     assert [r["i"] for r in first] == [0, 0, 1, 1] and [r["i"] for r in second] == [2, 2, 3, 3]
+
+
+def test_losses_to_reference_count_by_cause():
+    from core.annotator import losses_to_reference
+    qa, ar = {**QA, "reference": "Tom went to the park. I hope that answers your question."}, \
+        {**ARITH, "reference": "3 plus 4 is 7. I hope that helps with your sums."}
+    r = losses_to_reference([qa, ar, qa], ["Tom went to the beach.", "3 plus 4 is 7. By the way, snow is cold.",
+                                           qa["reference"]])
+    assert r == {"losses": 2, "losses_capability": 1, "losses_preference": 1}
