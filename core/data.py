@@ -8,6 +8,7 @@ Problems are `UserError`s naming the file (and the line, for jsonl).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,46 @@ def _as_messages(value, role: str):
     return None
 
 
+_SPEAKER = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+_ROLE = {"Human": "user", "Assistant": "assistant"}
+
+
+def transcript_messages(text: str, where: str, open_reply: bool = False) -> list[dict]:
+    """An HH-RLHF transcript ("\n\nHuman: ...\n\nAssistant: ...") as role/content turns: user first,
+    alternating, ending with the assistant. `open_reply`: a prompt, which ends with the user's turn or an
+    empty "Assistant:" (dropped). Anything else is a `UserError` naming `where`."""
+    parts = _SPEAKER.split(text)
+    msgs = [{"role": _ROLE[who], "content": said.strip()} for who, said in zip(parts[1::2], parts[2::2])]
+    if open_reply and msgs[-1] == {"role": "assistant", "content": ""}:
+        msgs.pop()
+    roles = [m["role"] for m in msgs]
+    last = "user" if open_reply else "assistant"
+    if roles[:1] != ["user"] or roles[-1] != last or any(x == y for x, y in zip(roles, roles[1:])):
+        raise UserError(f"{where}: transcript turns go {' -> '.join(roles)}; expected Human and Assistant "
+                        f"alternating, starting with Human and ending with {'Human' if open_reply else 'Assistant'}")
+    return msgs
+
+
+def _is_transcript(text) -> bool:
+    """Text that opens with a "Human:" or "Assistant:" turn (leading blank lines allowed)."""
+    return isinstance(text, str) and _SPEAKER.match(text) is not None
+
+
+def split_conversations(chosen: list[dict], rejected: list[dict], where: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """Two whole conversations that share a beginning -> (prompt turns, chosen reply, rejected reply). They
+    must differ only in their last turn, an assistant reply after a user turn; otherwise a `UserError`."""
+    if not (chosen and rejected and chosen[-1]["role"] == rejected[-1]["role"] == "assistant"):
+        raise UserError(f"{where}: 'chosen' and 'rejected' must each end with an assistant reply")
+    prompt = chosen[:-1]
+    if prompt != rejected[:-1]:
+        turn = next((i for i, (a, b) in enumerate(zip(chosen, rejected)) if a != b), min(len(chosen), len(rejected)))
+        raise UserError(f"{where}: 'chosen' and 'rejected' differ before their last reply (at turn {turn + 1}); "
+                        "a pair must share every earlier turn")
+    if not prompt or prompt[-1]["role"] != "user":
+        raise UserError(f"{where}: the shared turns before the replies must end with a user turn")
+    return prompt, chosen[-1:], rejected[-1:]
+
+
 @dataclass
 class PreferenceColumns:
     """Which columns of a preference dataset hold what (GPU configs map hub datasets with it).
@@ -163,11 +204,10 @@ def load_preferences(source: str | Path, columns: PreferenceColumns | None = Non
 
     Also read: standard text (`"prompt": "...", "chosen": "...", "rejected": "..."`, wrapped as one user and
     one assistant turn) and implicit prompts (HH-RLHF style: `chosen` / `rejected` are whole transcripts,
-    text or messages; the shared beginning becomes the prompt). Anything else, an empty or one-sided file
+    text or messages; the shared beginning becomes the prompt, in role/content turns). A prompt column that
+    is a transcript ("\n\nHuman: ...\n\nAssistant:") becomes its turns too. Anything else, an empty or one-sided file
     (no `rejected` side), or a row whose chosen equals its rejected, is a `UserError` naming the row.
     """
-    from trl.data_utils import extract_prompt
-
     rows = map_preference_columns(load_rows(source), columns or PreferenceColumns(), source)
     if not rows:
         raise UserError(f"{source}: no preference rows; export labels first (make export)")
@@ -179,10 +219,17 @@ def load_preferences(source: str | Path, columns: PreferenceColumns | None = Non
         where = f"{source}: row {i}"
         if "chosen" not in row or "rejected" not in row:
             raise UserError(f"{where}: needs 'chosen' and 'rejected' (and optionally 'prompt'); has {sorted(row)}")
-        if "prompt" not in row:
-            row = {**row, **extract_prompt({"chosen": row["chosen"], "rejected": row["rejected"]})}
-        prompt = _as_messages(row["prompt"], "user")
-        chosen, rejected = _as_messages(row["chosen"], "assistant"), _as_messages(row["rejected"], "assistant")
+        if "prompt" in row:  # explicit prompt: the sides are the replies
+            prompt = (transcript_messages(row["prompt"], f"{where} ('prompt')", open_reply=True)
+                      if _is_transcript(row["prompt"]) else _as_messages(row["prompt"], "user"))
+            chosen, rejected = _as_messages(row["chosen"], "assistant"), _as_messages(row["rejected"], "assistant")
+        else:  # implicit prompt: the sides are whole conversations sharing their beginning
+            sides = [transcript_messages(row[k], f"{where} ('{k}')") if _is_transcript(row[k]) else row[k]
+                     for k in ("chosen", "rejected")]
+            if not all(_as_messages(x, "assistant") and isinstance(x, list) for x in sides):
+                raise UserError(f"{where}: no 'prompt', so 'chosen' and 'rejected' must be whole conversations "
+                                "(HH-style transcripts or lists of {role, content} messages); or add a 'prompt' column")
+            prompt, chosen, rejected = split_conversations(*sides, where)
         if prompt is None or chosen is None or rejected is None:
             raise UserError(f"{where}: 'prompt', 'chosen' and 'rejected' must be text or lists of "
                             "{role, content} messages")

@@ -29,9 +29,41 @@ def test_hh_style_transcripts_under_other_column_names(tmp_path):
     rows = [{"good": "\n\nHuman: Hi there\n\nAssistant: Hello, how can I help?",
              "bad": "\n\nHuman: Hi there\n\nAssistant: Go away."}]
     got = load_preferences(_write(tmp_path / "hh.jsonl", rows), PreferenceColumns(prompt="", chosen="good", rejected="bad"))
-    assert got[0]["chosen"][0]["content"].strip() == "Hello, how can I help?"
-    assert got[0]["rejected"][0]["content"].strip() == "Go away."
-    assert "Hi there" in got[0]["prompt"][0]["content"]
+    assert got[0]["prompt"] == [{"role": "user", "content": "Hi there"}]
+    assert got[0]["chosen"] == [{"role": "assistant", "content": "Hello, how can I help?"}]
+    assert got[0]["rejected"] == [{"role": "assistant", "content": "Go away."}]
+
+
+def test_multi_turn_transcripts_keep_their_turns_and_a_transcript_prompt_is_parsed(tmp_path):
+    """HH-RLHF rows are whole dialogues: every earlier turn is the prompt, in roles, without the "Human:" markup."""
+    shared = "\n\nHuman: What is 2 plus 3?\n\nAssistant: 5.\n\nHuman: And times 2?"
+    rows = [{"chosen": shared + "\n\nAssistant: 10.", "rejected": shared + "\n\nAssistant: 7."},
+            {"prompt": "\n\nHuman: Hi\n\nAssistant:", "chosen": "Hello.", "rejected": "Go away."}]
+    got = load_preferences(_write(tmp_path / "hh.jsonl", rows))
+    assert got[0]["prompt"] == [{"role": "user", "content": "What is 2 plus 3?"},
+                                {"role": "assistant", "content": "5."},
+                                {"role": "user", "content": "And times 2?"}]
+    assert got[0]["chosen"] == [{"role": "assistant", "content": "10."}]
+    assert got[0]["rejected"] == [{"role": "assistant", "content": "7."}]
+    assert got[1]["prompt"] == [{"role": "user", "content": "Hi"}]
+    assert not any("Human:" in m["content"] or "Assistant:" in m["content"] for r in got for m in r["prompt"])
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: x\n\nAssistant: c"},
+     r"row 1: 'chosen' and 'rejected' differ before their last reply \(at turn 1\)"),
+    ({"chosen": "\n\nHuman: a\n\nHuman: b\n\nAssistant: c", "rejected": "\n\nHuman: a\n\nHuman: b\n\nAssistant: d"},
+     r"row 1 \('chosen'\): transcript turns go user -> user -> assistant"),
+    ({"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c", "rejected": "\n\nHuman: a\n\nAssistant: d"},
+     r"row 1 \('chosen'\): .*ending with Assistant"),
+    ({"chosen": "hello", "rejected": "bye"}, r"row 1: no 'prompt', so 'chosen' and 'rejected' must be whole conversations"),
+    ({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}],
+      "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "c"}]},
+     r"row 1: 'chosen' and 'rejected' differ before their last reply \(at turn 2\)"),
+])
+def test_a_wrong_or_ambiguous_transcript_names_the_row(tmp_path, row, message):
+    with pytest.raises(UserError, match=message):
+        load_preferences(_write(tmp_path / "bad.jsonl", [row]))
 
 
 def test_a_wrong_column_mapping_names_the_column_and_the_knob(tmp_path):

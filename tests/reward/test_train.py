@@ -62,7 +62,7 @@ def test_preference_forms_load_as_one_conversational_form(tmp_path):
     got = load_preferences(write_pairs(tmp_path / "p.jsonl", rows))
     assert got[0]["prompt"] == [{"role": "user", "content": "What is 1 plus 1?"}]
     assert got[0]["chosen"] == [{"role": "assistant", "content": "2."}]
-    assert got[1]["prompt"][0]["content"].startswith("Human: hi") and got[1]["rejected"][0]["content"] == " go away"
+    assert got[1]["prompt"] == [{"role": "user", "content": "hi"}] and got[1]["rejected"][0]["content"] == "go away"
     assert got[2]["prompt"] == [{"role": "user", "content": "q"}] and got[2]["chosen"][0]["content"] == "a"
 
 
