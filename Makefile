@@ -40,12 +40,15 @@ HELDOUT     ?= hf:HuggingFaceFW/fineweb-edu:sample-10BT@train[9600000:9602000]
 SFT_DATA    ?= hf:HuggingFaceH4/ultrachat_200k@train_sft
 PREFS_TRAIN ?= hf:HuggingFaceH4/ultrafeedback_binarized@train_prefs
 PREFS_TEST  ?= hf:HuggingFaceH4/ultrafeedback_binarized@test_prefs
+PROMPTS     ?= hf:HuggingFaceH4/ultrafeedback_binarized@train_prefs
 endif
 CORPUS      ?= $(RUNS)/world/corpus.jsonl
 HELDOUT     ?= $(RUNS)/world/corpus_heldout.jsonl
 SFT_DATA    ?= $(RUNS)/world/sft.jsonl
 PREFS_TRAIN ?= $(RUNS)/prefs/train.jsonl
 PREFS_TEST  ?= $(RUNS)/prefs/test.jsonl
+# Prompts to label and to roll out on (seed, ppo, rloo); columns mapped by prompt_source in their configs.
+PROMPTS     ?= $(RUNS)/world/prompts_train.jsonl
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
 
 .PHONY: bench-control bench-seeds bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
@@ -131,7 +134,7 @@ REWARD_MODEL := $(wildcard $(RUNS)/reward/model/config.json)
 SEED_MODEL ?= $(RUNS)/sft/model
 seed: $(RUNS)/seed/DONE ## generate k candidates per training prompt from the SFT policy into the label store
 $(RUNS)/seed/DONE: $(LABEL) labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/sft/DONE
-	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(SEED_MODEL) --prompts $(RUNS)/world/prompts_train.jsonl \
+	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(SEED_MODEL) --prompts "$(PROMPTS)" \
 		--db $(DB) --out $(RUNS)/seed $(if $(REWARD_MODEL),--reward-model $(RUNS)/reward/model) $(call args,seed)
 
 label: $(RUNS)/seed/DONE ## start the labeling app on app.host:app.port (create accounts with make user)
@@ -168,13 +171,13 @@ $(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py cor
 ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
 $(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/ppo.yaml rlhf/ppo.py core/ppo_math.py core/compare.py core/onednn.py
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
-		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/ppo $(call args,ppo)
 
 rloo: $(RUNS)/rloo/DONE ## critic-free alignment against the reward model with TRL (method: rloo | grpo)
 $(RUNS)/rloo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/rloo.yaml rlhf/rloo.py core/compare.py core/training.py
 	$(LAUNCH) -m rlhf.rloo --config $(CFG)/rloo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
-		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/rloo $(call args,rloo)
 
 align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward model, DPO and PPO (make rloo for RLOO/GRPO)
@@ -241,7 +244,7 @@ bench-label: $(VENV)/.installed postgres ## print labeling latency (20 concurren
 	$(PY) -m bench.label --config $(LABEL) --model $(RUNS)/sft/model $(ARGS)
 
 bench-active: $(RUNS)/sft/DONE ## print reward-model accuracy vs labels for active and random sampling (labels to reach 80 %)
-	$(PY) -m bench.active --model $(RUNS)/sft/model --prompts $(RUNS)/world/prompts_train.jsonl \
+	$(PY) -m bench.active --model $(RUNS)/sft/model --prompts "$(PROMPTS)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --label-config $(LABEL) --reward-config $(CFG)/reward.yaml $(ARGS)
 
 # The control: the same reward / DPO / PPO stages on the training pairs with chosen and rejected swapped at random.
@@ -255,7 +258,7 @@ bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same
 	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(CONTROL)/prefs/train.jsonl \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(CONTROL)/dpo
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(CONTROL)/reward/model \
-		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(CONTROL)/ppo
 	$(PY) -m bench.control table --runs $(RUNS) --control $(CONTROL)
 
@@ -268,7 +271,7 @@ bench-seeds: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward mod
 	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $$d/dpo seed=$$s && \
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $$d/reward/model \
-		--prompts $(RUNS)/world/prompts_train.jsonl --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
+		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $$d/ppo seed=$$s || exit 1; set +x; done
 	$(PY) -m bench.control seeds --runs $(RUNS) --seeds-dir $(RUNS)/seeds
 

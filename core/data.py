@@ -241,3 +241,78 @@ def load_preferences(source: str | Path, columns: PreferenceColumns | None = Non
                             "drop it")
         out.append({**row, "prompt": prompt, "chosen": chosen, "rejected": rejected})
     return out
+
+
+# ---------------------------------------------------------------- prompt sets (labeling, PPO / RLOO rollouts)
+
+@dataclass
+class PromptSource:
+    """Which columns of a prompt set hold what. The world's rows and the defaults agree; UltraFeedback:
+    prompt "prompt", id "prompt_id"; AlpacaEval: prompt "instruction", id ""."""
+    prompt: str = "messages"           # text (one user turn), an HH transcript, or chat messages (a trailing reply is dropped)
+    id: str = "id"                     # "" = derived from the prompt's turns
+    skip_too_long: bool = False        # drop prompts that leave no room to answer in the context (else an error)
+
+
+def _prompt_turns(value, where: str) -> list[dict] | None:
+    if _is_transcript(value):
+        return transcript_messages(value, where, open_reply=True)
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}] if value.strip() else None
+    msgs = _as_messages(value, "user") if isinstance(value, list) else None
+    while msgs and msgs[-1]["role"] == "assistant":  # a chat dataset's row carries its own reply
+        msgs = msgs[:-1]
+    return msgs if msgs and msgs[-1]["role"] == "user" and msgs[-1]["content"].strip() else None
+
+
+def load_prompts(source: str | Path, columns: PromptSource | None = None, knob: str = "prompts") -> list[dict]:
+    """Prompt rows {"id": str, "messages": [..., user turn], ...the row's other columns} from the world's
+    splits, a jsonl / parquet file or a hub dataset. Rows sharing an id and turns count once; a missing
+    column, an unusable prompt, one id for two prompts or an empty set is a `UserError` naming the row and
+    the `knob` section of the stage's config that maps the columns."""
+    import hashlib
+
+    c = columns or PromptSource()
+    out: dict[str, dict] = {}
+    for i, row in enumerate(load_rows(source), 1):
+        where = f"{source}: row {i}"
+        for col in (c.prompt, c.id):
+            if col and col not in row:
+                raise UserError(f"{where} has no column {col!r} (columns: {', '.join(sorted(row))}); set "
+                                f"{knob}.prompt / {knob}.id in the config to the columns holding the prompt and its id")
+        msgs = _prompt_turns(row[c.prompt], where)
+        if msgs is None:
+            raise UserError(f"{where}: column {c.prompt!r} holds no prompt (text, or chat messages ending "
+                            "with a non-empty user turn)")
+        pid = row[c.id] if c.id else hashlib.sha256(json.dumps(msgs, sort_keys=True).encode()).hexdigest()[:16]
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool) or str(pid) == "":
+            raise UserError(f"{where}: id column {c.id!r} must hold a non-empty string or integer, got {pid!r}")
+        pid = str(pid)
+        if pid in out and out[pid]["messages"] != msgs:
+            raise UserError(f"{where}: id {pid!r} already names another prompt; ids must be unique "
+                            f"(or set {knob}.id: \"\" to derive them from the prompts)")
+        out.setdefault(pid, {**row, "id": pid, "messages": msgs})
+    if not out:
+        raise UserError(f"{source}: the prompt set is empty")
+    return list(out.values())
+
+
+def fit_prompts(rows: list[dict], tokenizer, limit: int, room: int, columns: PromptSource, where,
+                knob: str = "prompts") -> list[dict]:
+    """The prompts that leave `room` tokens to answer in a `limit`-token context (the model's
+    max_position_embeddings); a longer one is a `UserError` (or, with `skip_too_long`, dropped and counted
+    in a printed line)."""
+    kept = []
+    for i, r in enumerate(rows, 1):
+        n = len(tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True,
+                                              return_dict=True)["input_ids"])
+        if n + room <= limit:
+            kept.append(r)
+        elif not columns.skip_too_long:
+            raise UserError(f"{where}: prompt {r['id']!r} (row {i}) is {n} tokens; with {room} to answer it does "
+                            f"not fit the {limit}-token context; shorten it or set {knob}.skip_too_long: true")
+    if len(kept) < len(rows):
+        print(f"{where}: skipped {len(rows) - len(kept)} prompts too long for the {limit}-token context")
+    if not kept:
+        raise UserError(f"{where}: no prompt fits the {limit}-token context with {room} tokens to answer")
+    return kept

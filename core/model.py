@@ -69,3 +69,13 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32):
     if not (Path(path) / "config.json").is_file():
         raise UserError(f"{path}: no model checkpoint here (config.json missing); run the stage that writes it")
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+
+
+def context_length(path: str | Path) -> int:
+    """The checkpoint's context in tokens (max_position_embeddings; a hub config may call it n_positions)."""
+    from transformers import AutoConfig
+    cfg = AutoConfig.from_pretrained(str(path))
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(getattr(cfg, key, None), int):
+            return getattr(cfg, key)
+    raise UserError(f"{path}: config.json names no context length (max_position_embeddings)")

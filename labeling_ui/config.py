@@ -7,6 +7,7 @@ from pathlib import Path
 
 from core.annotator import PERSONAS
 from core.config import UserError
+from core.data import PromptSource
 
 
 @dataclass
@@ -102,6 +103,7 @@ def named_checkpoints(spec: list[str]) -> dict[str, str]:
 @dataclass
 class LabelConfig:
     seed: SeedSettings = field(default_factory=SeedSettings)
+    prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
     app: AppSettings = field(default_factory=AppSettings)
     auto: AutoSettings = field(default_factory=AutoSettings)
     export: ExportSettings = field(default_factory=ExportSettings)

@@ -4,7 +4,8 @@ Run:    make seed
         python -m labeling_ui.seed --config configs/tiny/label.yaml --model runs/tiny/sft/model \
             --prompts runs/tiny/world/prompts_train.jsonl --db data/labels_tiny.db --out runs/tiny/seed \
             [--reward-model runs/tiny/reward/model] [seed.k=4 ...]
-Reads:  the policy checkpoint; prompt rows {"id", "messages", ...task fields}; optionally a reward model
+Reads:  the policy checkpoint; prompt rows (the world's {"id", "messages", ...task fields}, or any prompt set
+        whose columns `prompt_source` maps: text, chat messages or HH transcripts); optionally a reward model
 Writes: into the labeling store (--db): prompts, candidates with provenance (checkpoint path + sha256,
         decoding, seed, token count, EOS, log p), and items: each prompt becomes one "rank" item (all
         k candidates) or one "pair" item (two of them), by seed.rank_fraction;
@@ -29,9 +30,9 @@ from pathlib import Path
 
 from core.artifacts import StageDir, file_sha256
 from core.config import UserError, cli
-from core.data import load_rows
+from core.data import fit_prompts, load_prompts
 from core.generation import Decoding, chat
-from core.model import load_causal_lm
+from core.model import context_length, load_causal_lm
 from core.tokenizer import load_tokenizer
 from labeling_ui.config import LabelConfig
 from labeling_ui.store import Store
@@ -55,18 +56,17 @@ def _item_kind(prompt_id: str, rank_fraction: float) -> str:
 
 def main(cfg: LabelConfig, model: str, prompts: str, db: str, out: str, reward_model: str | None = None) -> dict:
     s = cfg.seed
-    rows = load_rows(prompts)
-    for i, r in enumerate(rows):
-        if not isinstance(r.get("id"), str) or not isinstance(r.get("messages"), list) or not r["messages"]:
-            raise UserError(f"{prompts}: row {i + 1}: a prompt row needs a string 'id' and a non-empty 'messages' list")
+    rows = load_prompts(prompts, cfg.prompt_source, "prompt_source")
     model_dir = Path(model)
     sha = checkpoint_sha256(model_dir)
+    tok = load_tokenizer(model_dir)
+    rows = fit_prompts(rows, tok, context_length(model_dir), s.max_new_tokens, cfg.prompt_source, prompts, "prompt_source")
     stage = StageDir(out)
     stage.start(cfg, inputs={"prompts": prompts}, stage_file=__file__)
     store = Store(db)
     round_no = store.start_round(str(model_dir), sha)
     rows = round_block(rows, round_no, s.prompts)
-    tok, policy = load_tokenizer(model_dir), load_causal_lm(model_dir)
+    policy = load_causal_lm(model_dir)
 
     store.add_prompts(rows)  # one transaction, not one durable commit per prompt
     todo = [r for r in rows if store.has_candidates(r["id"], sha) < s.k]

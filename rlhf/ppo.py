@@ -39,10 +39,10 @@ from core.annotator import first_per_task
 from core.artifacts import StageDir
 from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
-from core.data import load_rows
+from core.data import PromptSource, fit_prompts, load_prompts, load_rows
 from core.distributed import in_sync, mean_over_ranks, per_process_threads
 from core.generation import Decoding, chat_prompt_ids, generate
-from core.model import load_causal_lm, save_checkpoint
+from core.model import context_length, load_causal_lm, save_checkpoint
 from core.onednn import use_onednn_linear
 from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
 from core.reward import load_reward_model, reward_scores
@@ -88,6 +88,7 @@ class PPOStageConfig:
     ppo: PPOSettings = field(default_factory=PPOSettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
 
     def validate(self) -> None:
         p = self.ppo
@@ -143,9 +144,10 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     tok = load_tokenizer(model)
     check_chat_contract(tok, f"{model} tokenizer")
     rm, rm_tok = load_reward_model(reward_model, tok, model)
-    rows = [r for r in load_rows(prompts) if r.get("messages")]
+    rows = fit_prompts(load_prompts(prompts, cfg.prompt_source, "prompt_source"), tok, context_length(model),
+                       p.max_new_tokens, cfg.prompt_source, prompts, "prompt_source")
     if len(rows) < p.rollout_batch:
-        raise UserError(f"{prompts}: {len(rows)} prompt rows with messages; ppo.rollout_batch needs {p.rollout_batch}")
+        raise UserError(f"{prompts}: {len(rows)} prompts; ppo.rollout_batch needs {p.rollout_batch}")
     eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",

@@ -26,9 +26,9 @@ from core.annotator import first_per_task
 from core.artifacts import StageDir
 from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
-from core.data import load_rows
+from core.data import PromptSource, fit_prompts, load_prompts, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
-from core.model import load_causal_lm, save_checkpoint
+from core.model import context_length, load_causal_lm, save_checkpoint
 from core.onednn import use_onednn_linear
 from core.reward import load_reward_model
 from core.tokenizer import check_chat_contract, load_tokenizer
@@ -46,6 +46,7 @@ class RLOOStageConfig:
     beta: float = 0.05                 # KL penalty to the SFT reference (0 = none, no reference model)
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=2e-5, batch_size=16))
     eval: EvalSettings = field(default_factory=EvalSettings)
+    prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
 
     def validate(self) -> None:
         if self.method not in ("rloo", "grpo"):
@@ -62,10 +63,9 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     tok = load_tokenizer(model)
     check_chat_contract(tok, f"{model} tokenizer")
     rm, rm_tok = load_reward_model(reward_model, tok, model)
-    rows = [r for r in load_rows(prompts) if r.get("messages")]
+    rows = fit_prompts(load_prompts(prompts, cfg.prompt_source, "prompt_source"), tok, context_length(model),
+                       cfg.max_new_tokens, cfg.prompt_source, prompts, "prompt_source")
     rows = rows[: cfg.prompts] if cfg.prompts > 0 else rows
-    if not rows:
-        raise UserError(f"{prompts}: no prompt rows with 'messages'")
     eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",

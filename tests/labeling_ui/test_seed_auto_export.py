@@ -89,6 +89,23 @@ def test_an_ensemble_scores_candidates_by_its_mean(tmp_path, base_model_dir, wor
     assert [c["rm_score"] for c in cands] == pytest.approx([(a + b) / 2 for a, b in zip(*each)], abs=1e-5)
 
 
+def test_a_hub_style_prompt_set_seeds_multi_turn_prompts_and_the_app_shows_earlier_turns(tmp_path, base_model_dir):
+    """UltraFeedback-like rows (prompt text + prompt_id) and chat rows with earlier turns, mapped by prompt_source."""
+    from labeling_ui.app import prompt_text_of
+    src = tmp_path / "uf.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"prompt_id": "p1", "prompt": "Name a colour.", "messages": [{"role": "user", "content": "Name a colour."}]},
+        {"prompt_id": "p2", "prompt": "unused", "messages": [
+            {"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Count to 3."}, {"role": "assistant", "content": "1 2 3"}]}]))
+    c = cfg(**{"seed.prompts": 0, "seed.max_new_tokens": 4, "prompt_source.id": "prompt_id"})
+    m = seed.main(c, str(base_model_dir), str(src), str(tmp_path / "l.db"), str(tmp_path / "seed"))
+    assert m["prompts"] == 2 and m["candidates_added"] == 8
+    stored = Store(tmp_path / "l.db").prompts()
+    assert [x["role"] for x in stored["p2"]["messages"]] == ["user", "assistant", "user"]
+    assert prompt_text_of(stored["p2"]).index("[assistant] Hello.") < prompt_text_of(stored["p2"]).index("Count to 3.")
+
+
 def test_bad_prompt_rows_and_an_empty_store_fail_with_a_clear_error(tmp_path, base_model_dir):
     bad = tmp_path / "prompts.jsonl"
     bad.write_text(json.dumps({"id": "x", "messages": [{"role": "user", "content": "hi"}]}) + "\n"
@@ -96,7 +113,7 @@ def test_bad_prompt_rows_and_an_empty_store_fail_with_a_clear_error(tmp_path, ba
     r = subprocess.run([sys.executable, "-m", "labeling_ui.seed", "--config", "configs/tiny/label.yaml",
                         "--model", str(base_model_dir), "--prompts", str(bad), "--db", str(tmp_path / "l.db"),
                         "--out", str(tmp_path / "seed")], capture_output=True, text=True)
-    assert r.returncode == 2 and "row 2: a prompt row needs a string 'id'" in r.stderr
+    assert r.returncode == 2 and "row 2 has no column 'id' (columns: messages); set prompt_source.prompt" in r.stderr
     assert not (tmp_path / "seed/DONE").exists()
     with pytest.raises(UserError, match="no judgments yet"):
         export.main(cfg(), str(tmp_path / "empty.db"), str(tmp_path / "prefs"))
