@@ -221,14 +221,10 @@ def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: Scri
     """How often answer a beats answer b on the same prompt (ties count half), with a 95 % bootstrap CI
     over prompts, a's losses split by cause (capability / preference), and each side's correct rate."""
     judge = judge or ScriptedAnnotator()
+    from core.judges import win_rate
     verdicts = [judge.verdict(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
-    outcome = [v for v, _ in verdicts]
-    n = len(outcome)
-    rng = random.Random(seed)
-    boots = sorted(sum(outcome[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
-    return {"n": n, "win_rate": round(sum(outcome) / n, 3),
-            "ci95": [round(boots[int(0.025 * n_boot)], 3), round(boots[int(0.975 * n_boot) - 1], 3)],
-            "wins": outcome.count(1.0), "ties": outcome.count(0.5), "losses": outcome.count(0.0),
+    n = len(verdicts)
+    return {**win_rate([v for v, _ in verdicts], n_boot, seed),
             # a's losses by cause: the task failed, or done but worse by style (what preference learning can fix)
             "losses_capability": sum(why == "capability" for _, why in verdicts),
             "losses_preference": sum(why == "preference" for _, why in verdicts),

@@ -1,0 +1,108 @@
+"""Judges for the report card: scripted, reward model and local LLM, the length-controlled win rate, and
+the errors a wrong judge gives before any work."""
+
+import pytest
+
+from core.config import UserError
+from core.data import load_rows
+from core.judges import (JudgeSettings, LLMJudge, agreement, length_controlled, make_judge, pairwise,
+                         parse_verdict)
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory, tokenizer):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+    out = tmp_path_factory.mktemp("judge_rm") / "model"
+    conf = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, num_labels=1,
+                       pad_token_id=tokenizer.pad_token_id, max_position_embeddings=128)
+    LlamaForSequenceClassification(conf).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("reply, verdict", [("A", "A"), ("b", "B"), ("Response B.", "B"), ("**A** is better", "A"),
+                                            (" B) because", "B"), ("Both are fine", None), ("", None),
+                                            ("Answer: A", None), ("AB", None)])
+def test_verdicts_are_parsed_only_when_the_reply_names_one_answer(reply, verdict):
+    assert parse_verdict(reply) == verdict
+
+
+def test_length_controlled_win_rate_removes_a_pure_length_preference():
+    # A judge that prefers the longer answer 9 times in 10; a is longer on 70 of 100 prompts.
+    la = [20] * 70 + [10] * 30
+    lb = [10] * 70 + [20] * 30
+    out = [1.0] * 63 + [0.0] * 7 + [1.0] * 3 + [0.0] * 27
+    r = pairwise(out, la, lb, n_boot=200)
+    assert r["win_rate"] == 0.66 and abs(r["length_controlled_win_rate"] - 0.5) < 0.01
+    # No length difference: nothing to control for.
+    assert length_controlled([1.0, 0.5, 0.0, 1.0], [5] * 4, [5] * 4) == 0.625
+    # A real preference survives the control: a wins 80 % whatever the lengths.
+    out = [1.0 if i % 5 else 0.0 for i in range(100)]
+    assert abs(length_controlled(out, la, lb) - 0.8) < 0.03
+
+
+def test_scripted_judge_only_for_world_prompts(world_dir):
+    from core.annotator import ScriptedAnnotator
+    prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:6]
+    judge = make_judge(JudgeSettings(), prompts)
+    a, b = [p["reference"] for p in prompts], ["I am not sure about that."] * 6
+    assert judge.compare(prompts, a, b) == [ScriptedAnnotator().verdict(p, x, y)[0] for p, x, y in zip(prompts, a, b)]
+    assert judge.compare(prompts, a, b) == [1.0] * 6
+    with pytest.raises(UserError, match=r"prompt 'x' is not a world prompt.*choose judge.kind reward_model or llm"):
+        make_judge(JudgeSettings(), [{"id": "x", "messages": [{"role": "user", "content": "hi"}]}])
+
+
+def test_reward_model_judge_follows_the_scores_and_ties_equal_answers(rm_dir, world_dir):
+    from core.reward import load_reward_model, reward_scores
+    prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:8]
+    judge = make_judge(JudgeSettings(kind="reward_model", path=str(rm_dir)), prompts)
+    a, b = [p["reference"] for p in prompts], [p["answer"] + " By the way, snow is cold." for p in prompts]
+    model, tok = load_reward_model(rm_dir)
+    sa = reward_scores(model, tok, [p["messages"] + [{"role": "assistant", "content": x}] for p, x in zip(prompts, a)])
+    sb = reward_scores(model, tok, [p["messages"] + [{"role": "assistant", "content": x}] for p, x in zip(prompts, b)])
+    assert judge.compare(prompts, a, b) == [1.0 if x > y else 0.0 for x, y in zip(sa, sb)]
+    assert judge.compare(prompts, a, a) == [0.5] * 8
+    assert judge.parse_failures == 0
+
+
+def test_a_judge_of_the_wrong_kind_or_without_a_path_fails_before_any_work(rm_dir, base_model_dir, tmp_path):
+    with pytest.raises(UserError, match=r"is LlamaForCausalLM; use judge.kind llm"):
+        make_judge(JudgeSettings(kind="reward_model", path=str(base_model_dir)), [])
+    with pytest.raises(UserError, match=r"is LlamaForSequenceClassification; use judge.kind reward_model"):
+        make_judge(JudgeSettings(kind="llm", path=str(rm_dir)), [])
+    with pytest.raises(UserError, match="not a checkpoint directory"):
+        make_judge(JudgeSettings(kind="llm", path=str(tmp_path)), [])
+    with pytest.raises(UserError, match="judge.path: a llm judge needs a checkpoint directory"):
+        make_judge(JudgeSettings(kind="llm"), [])
+    with pytest.raises(UserError, match="judge.kind must be one of scripted, reward_model, llm"):
+        make_judge(JudgeSettings(kind="gpt"), [])
+
+
+def test_llm_judge_asks_both_orders_cancels_position_bias_and_counts_parse_failures(base_model_dir, world_dir,
+                                                                                   monkeypatch):
+    prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:4]
+    judge = make_judge(JudgeSettings(kind="llm", path=str(base_model_dir), max_new_tokens=3), prompts)
+    assert isinstance(judge, LLMJudge)
+    a, b = ["good"] * 4, ["bad"] * 4
+    # An untrained model's replies name no answer: every one is a counted failure, every pair a tie.
+    out = judge.compare(prompts, a, b)
+    assert judge.asked == 8 and judge.parse_failures == 8 and out == [0.5] * 4
+    # A judge that always names the first position: both orders disagree, so nothing is won.
+    replies = iter(["A"] * 8)
+    monkeypatch.setattr(LLMJudge, "_ask", lambda self, p, x, y: [next(replies) for _ in p])
+    assert judge.compare(prompts, a, b) == [0.5] * 4
+    # A judge that reads the content: "good" wins in both orders.
+    monkeypatch.setattr(LLMJudge, "_ask", lambda self, p, x, y: ["A" if s == "good" else "B" for s in x])
+    assert judge.compare(prompts, a, b) == [1.0] * 4 and judge.compare(prompts, b, a) == [0.0] * 4
+
+
+def test_agreement_with_labelled_pairs(pairs, world_dir):
+    from core.data import load_preferences
+    rows = load_preferences(pairs[1])
+    prompts = {p["id"]: p for p in load_rows(world_dir / "prompts_train.jsonl")}
+    for r, p in zip(rows, load_rows(pairs[1])):
+        r["prompt_id"] = next(k for k, v in prompts.items() if v["messages"] == p["prompt"])
+    judge = make_judge(JudgeSettings(), list(prompts.values()))
+    assert agreement(judge, prompts, rows) == {"pairs": len(rows), "accuracy": 1.0}
+    assert agreement(judge, prompts, []) is None
