@@ -41,6 +41,8 @@ SFT_DATA    ?= hf:HuggingFaceH4/ultrachat_200k@train_sft
 PREFS_TRAIN ?= hf:HuggingFaceH4/ultrafeedback_binarized@train_prefs
 PREFS_TEST  ?= hf:HuggingFaceH4/ultrafeedback_binarized@test_prefs
 PROMPTS     ?= hf:HuggingFaceH4/ultrafeedback_binarized@train_prefs
+EVAL_PROMPTS ?= hf:HuggingFaceH4/ultrafeedback_binarized@test_prefs
+JUDGE       ?= $(RUNS)/reward/model
 endif
 CORPUS      ?= $(RUNS)/world/corpus.jsonl
 HELDOUT     ?= $(RUNS)/world/corpus_heldout.jsonl
@@ -49,6 +51,9 @@ PREFS_TRAIN ?= $(RUNS)/prefs/train.jsonl
 PREFS_TEST  ?= $(RUNS)/prefs/test.jsonl
 # Prompts to label and to roll out on (seed, ppo, rloo); columns mapped by prompt_source in their configs.
 PROMPTS     ?= $(RUNS)/world/prompts_train.jsonl
+# The report card's prompts and, unless its config says scripted, its judge's checkpoint (configs/*/eval.yaml).
+EVAL_PROMPTS ?= $(RUNS)/world/prompts_heldout.jsonl
+JUDGE       ?=
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
 
 .PHONY: bench-control bench-seeds bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
@@ -204,7 +209,7 @@ EVAL_DONE := $(RUNS)/eval/DONE
 $(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(CFG)/eval.yaml \
 		rlhf/evaluate.py core/compare.py core/ratings.py
 	$(PY) -m rlhf.evaluate --config $(CFG)/eval.yaml --runs $(RUNS) --world $(RUNS)/world --votes $(RUNS)/arena/votes.jsonl \
-		--out $(RUNS)/eval $(call args,eval $(EVAL_DONE))
+		--prompts "$(EVAL_PROMPTS)" --out $(RUNS)/eval $(if $(JUDGE),judge.path=$(JUDGE)) $(call args,eval $(EVAL_DONE))
 eval: $(RUNS)/arena-auto/DONE ## the report card: every model vs SFT, reward model, arena ratings, curves, provenance
 	$(ARENA_EXPORT)
 	@$(MAKE) --no-print-directory $(EVAL_DONE)

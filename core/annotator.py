@@ -193,12 +193,14 @@ def rubric_agreement(prompt: dict, chosen: str, rejected: str, personas: list[st
 
 def first_per_task(rows: list[dict], per_task: int, skip: int = 0) -> list[dict]:
     """The first `per_task` prompt rows of each task after its first `skip` (a fixed, balanced evaluation set;
-    skip > 0 gives another sample of the same split, disjoint from the default one)."""
+    skip > 0 gives another sample of the same split, disjoint from the default one). Rows without a task
+    (a prompt set from outside the world) count as one task."""
     counts: dict[str, int] = {}
     picked = []
     for r in rows:
-        counts[r["task"]] = counts.get(r["task"], 0) + 1
-        if skip < counts[r["task"]] <= skip + per_task:
+        task = r.get("task", "")
+        counts[task] = counts.get(task, 0) + 1
+        if skip < counts[task] <= skip + per_task:
             picked.append(r)
     return picked
 

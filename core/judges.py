@@ -49,15 +49,13 @@ _VERDICT = re.compile(r"^\W*(?:response\s*)?([AB])\b", re.IGNORECASE)
 @dataclass
 class JudgeSettings:
     kind: str = "scripted"             # scripted | reward_model | llm
-    path: str = ""                     # reward_model / llm: checkpoint directory (a hub model downloaded beforehand)
+    path: str = ""                     # reward_model / llm: checkpoint directory, or hf:<owner/name> (GPU configs)
     max_new_tokens: int = 8            # llm: length of its verdict
     batch_size: int = 16
 
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise UserError(f"judge.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.kind != "scripted" and not self.path:
-            raise UserError(f"judge.path: a {self.kind} judge needs a checkpoint directory")
 
 
 def is_world_prompt(prompt: dict) -> bool:
@@ -81,27 +79,38 @@ class ScriptedJudge:
         return [self.annotator.verdict(p, x, y)[0] for p, x, y in zip(prompts, a, b, strict=True)]
 
 
-def _checkpoint_config(path: str, knob: str):
+def _checkpoint(path: str) -> tuple[str, str]:
+    """(name for from_pretrained, its architecture): a local checkpoint directory or `hf:owner/name` (GPU configs)."""
     from transformers import AutoConfig
-    if not (Path(path) / "config.json").is_file():
-        raise UserError(f"{knob} {path}: not a checkpoint directory (no config.json)")
-    return AutoConfig.from_pretrained(path)
+    name = path[3:] if path.startswith("hf:") else path
+    if name == path and not (Path(path) / "config.json").is_file():
+        raise UserError(f"judge.path {path}: not a checkpoint directory (no config.json); or hf:<owner/name>")
+    return name, (AutoConfig.from_pretrained(name).architectures or ["?"])[0]
+
+
+def _chat_tokenizer(name: str, path: str):
+    """The judge's own tokenizer: it only needs a chat template (and a pad token, to batch)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(name)
+    if not tok.chat_template:
+        raise UserError(f"judge.path {path}: the tokenizer has no chat template to render the conversation with")
+    if tok.pad_token_id is None:
+        raise UserError(f"judge.path {path}: the tokenizer has no pad token (needed to score answers in batches)")
+    return tok
 
 
 class RewardModelJudge:
     def __init__(self, path: str, batch_size: int = 16):
         from transformers import AutoModelForSequenceClassification
-
-        from core.tokenizer import load_tokenizer
-        arch = (_checkpoint_config(path, "judge.path").architectures or ["?"])[0]
+        name, arch = _checkpoint(path)
         if not arch.endswith("ForSequenceClassification"):
             raise UserError(f"judge.path {path}: a reward_model judge is a sequence-classification checkpoint, this "
                             f"one is {arch}; use judge.kind llm for a causal LM")
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(name, dtype=torch.float32).eval()
         if self.model.config.num_labels != 1:
             raise UserError(f"judge.path {path}: a reward model has one score (num_labels=1), this one has "
                             f"{self.model.config.num_labels}")
-        self.tok, self.batch_size, self.parse_failures = load_tokenizer(path), batch_size, 0
+        self.tok, self.batch_size, self.parse_failures = _chat_tokenizer(name, path), batch_size, 0
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tok.pad_token_id
         self.name = f"reward model {path}"
@@ -122,15 +131,13 @@ def parse_verdict(reply: str) -> str | None:
 
 class LLMJudge:
     def __init__(self, path: str, max_new_tokens: int = 8, batch_size: int = 16):
-        from core.model import load_causal_lm
-        from core.tokenizer import load_tokenizer
-        arch = (_checkpoint_config(path, "judge.path").architectures or ["?"])[0]
+        from transformers import AutoModelForCausalLM
+        name, arch = _checkpoint(path)
         if not arch.endswith("ForCausalLM"):
             raise UserError(f"judge.path {path}: an llm judge is a causal LM, this one is {arch}; use judge.kind "
                             "reward_model for a sequence-classification checkpoint")
-        self.model, self.tok = load_causal_lm(path).eval(), load_tokenizer(path)
-        if not self.tok.chat_template:
-            raise UserError(f"judge.path {path}: the tokenizer has no chat template to ask the judge with")
+        self.tok = _chat_tokenizer(name, path)
+        self.model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
         self.max_new_tokens, self.batch_size, self.parse_failures, self.asked = max_new_tokens, batch_size, 0, 0
         self.name = f"LLM judge {path}"
 
@@ -155,6 +162,9 @@ class LLMJudge:
 def make_judge(cfg: JudgeSettings, prompts: list[dict]):
     """The configured judge, checked against the prompts it will see, before any work."""
     cfg.validate()
+    if cfg.kind != "scripted" and not cfg.path:
+        raise UserError(f"judge.path: a {cfg.kind} judge needs a checkpoint (judge.path=<dir> or hf:<owner/name>; "
+                        "make eval JUDGE=<dir>)")
     if cfg.kind == "scripted":
         return ScriptedJudge(prompts)
     if cfg.kind == "reward_model":

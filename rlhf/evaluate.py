@@ -8,10 +8,12 @@ Reads:  <runs>/{pretrain,sft,dpo,ppo,rloo}/ (whichever finished: model/, metrics
         the world's held-out prompts and held-out corpus, and the arena votes (exported from the label store)
 Writes: <out>/report.md, report.html (plots embedded), plots/*.png, metrics.json, config.yaml, DONE (last)
 
-Every model answers the same held-out prompts at each decoding of `temperatures`, with the same
-seeds. Against the SFT policy's answers the scripted annotator gives a win rate (ties count half,
-95 % bootstrap CI) overall and per task, next to the ceiling a perfect policy would reach (the
-world's reference answers against SFT). Per model also: correctness, mean reward-model score, KL
+Every model answers the same held-out prompts (the world's, or --prompts mapped by prompt_source) at
+each decoding of `temperatures`, with the same seeds. Against the SFT policy's answers the judge
+(core.judges: scripted, reward_model or llm) gives a win rate (ties count half, 95 % bootstrap CI)
+and a length-controlled one; on world prompts also per task, next to the ceiling a perfect policy
+would reach (the world's reference answers against SFT), and the judge's agreement with the
+held-out labels. Per model also: correctness, mean reward-model score, KL
 to SFT, held-out corpus perplexity (does alignment cost language modelling?), answer length,
 distinct-n, EOS rate. The training-side figures (curves, wall times, hashes) are read from what
 the stages wrote; nothing is retrained. Arena votes become Bradley-Terry ratings.
@@ -35,9 +37,10 @@ from core.annotator import ScriptedAnnotator, compare_answers, distinct_rate, fi
 from core.artifacts import StageDir, write_json
 from core.compare import kl_to_reference
 from core.config import UserError, cli
-from core.data import load_rows
+from core.data import PromptSource, fit_prompts, load_preferences, load_prompts, load_rows
 from core.generation import Decoding, chat, completion_logprobs
-from core.model import load_causal_lm
+from core.judges import JudgeSettings, agreement, is_world_prompt, make_judge, pairwise, win_rate
+from core.model import context_length, load_causal_lm
 from core.ratings import ratings
 from core.tokenizer import load_tokenizer
 
@@ -57,6 +60,8 @@ class EvalConfig:
     perplexity_docs: int = 200         # held-out corpus documents for perplexity
     samples: int = 6                   # prompts in the side-by-side table
     bootstrap: int = 2000
+    judge: JudgeSettings = field(default_factory=JudgeSettings)       # who compares each answer with SFT's
+    prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
 
     def validate(self) -> None:
         if self.per_task < 1 or not self.temperatures or self.samples < 0 or self.perplexity_docs < 1:
@@ -248,21 +253,27 @@ def _with_ci(r: dict) -> str:
     return f"{100 * r['win_rate']:.0f} % ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f})"
 
 
-def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = None) -> dict:
+def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = None, prompts: str | None = None) -> dict:
     runs_dir, world_dir = Path(runs), Path(world)
+    prompt_file = prompts or world_dir / "prompts_heldout.jsonl"
     present = {name: runs_dir / stage for name, stage in MODELS if (runs_dir / stage / "DONE").exists()}
     missing = [f"{name} (make {stage})" for name, stage in MODELS if name not in present]
     if "sft" not in present:
         raise UserError(f"{runs_dir}/sft: no finished SFT model; the report compares every model with it (make sft)")
-    prompts = first_per_task(load_rows(world_dir / "prompts_heldout.jsonl"), cfg.per_task, cfg.skip_per_task)
+    prompts = first_per_task(load_prompts(prompt_file, cfg.prompt_source, "prompt_source"), cfg.per_task,
+                             cfg.skip_per_task)
+    world_prompts = all(is_world_prompt(p) for p in prompts)  # correctness and the ceiling need the world's rubric
+    judge = make_judge(cfg.judge, prompts)
+    tok = load_tokenizer(present["sft"] / "model")
+    prompts = fit_prompts(prompts, tok, context_length(present["sft"] / "model"), cfg.max_new_tokens,
+                          cfg.prompt_source, prompt_file, "prompt_source")
     docs = [r["text"] for r in load_rows(world_dir / "corpus_heldout.jsonl")[: cfg.perplexity_docs]]
     stage = StageDir(out)
-    stage.start(cfg, inputs={"prompts": world_dir / "prompts_heldout.jsonl"}, stage_file=__file__)
+    stage.start(cfg, inputs={"prompts": prompt_file}, stage_file=__file__)
     plots = stage.root / "plots"
     plots.mkdir(exist_ok=True)
     torch.set_num_threads(os.cpu_count())
 
-    tok = load_tokenizer(present["sft"] / "model")
     models = {name: load_causal_lm(d / "model").eval() for name, d in present.items()}
     decodings = [Decoding(t, max_new_tokens=cfg.max_new_tokens) for t in cfg.temperatures]
     convs = [p["messages"] for p in prompts]
@@ -273,29 +284,32 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
         from core.reward import load_reward_model, reward_scores
         rm, rm_tok = load_reward_model(runs_dir / "reward" / "model", tok, present["sft"] / "model")
 
-    judge, first = ScriptedAnnotator(), str(decodings[0])
-    per_model, tasks = {}, sorted({p["task"] for p in prompts})
+    scripted, first = ScriptedAnnotator(), str(decodings[0])
+    per_model, tasks = {}, sorted({p["task"] for p in prompts}) if world_prompts else []
     for name, m in models.items():
         r = {"decodings": {}}
         for d in decodings:
             comps, ref = answers[name][str(d)], answers["sft"][str(d)]
             texts = [c.text for c in comps]
-            entry = {"correct": round(sum(judge.is_correct(p, t) for p, t in zip(prompts, texts)) / len(prompts), 3),
-                     "correct_by_task": {t: round(sum(judge.is_correct(p, x) for p, x in zip(prompts, texts)
-                                                      if p["task"] == t) / sum(p["task"] == t for p in prompts), 3)
-                                         for t in tasks},
-                     "mean_tokens": round(sum(len(c.token_ids) for c in comps) / len(comps), 1),
+            entry = {"mean_tokens": round(sum(len(c.token_ids) for c in comps) / len(comps), 1),
                      "eos_rate": round(sum(c.finished for c in comps) / len(comps), 3),
                      "distinct_answers": distinct_rate(texts), "distinct_1": distinct_n(texts, 1),
                      "distinct_2": distinct_n(texts, 2)}
-            if all(p.get("reference") for p in prompts):
+            if world_prompts:
+                entry["correct"] = round(sum(scripted.is_correct(p, t) for p, t in zip(prompts, texts)) / len(prompts), 3)
+                entry["correct_by_task"] = {t: round(sum(scripted.is_correct(p, x) for p, x in zip(prompts, texts)
+                                                         if p["task"] == t) / sum(p["task"] == t for p in prompts), 3)
+                                            for t in tasks}
                 # Where the model loses to the best answer: the task failed (capability) or done worse (preference).
-                entry["losses_to_reference"] = losses_to_reference(prompts, texts, judge)
+                entry["losses_to_reference"] = losses_to_reference(prompts, texts, scripted)
             if name != "sft":
-                entry["vs_sft"] = compare_answers(prompts, texts, [c.text for c in ref], judge, cfg.bootstrap, cfg.seed)
-                entry["vs_sft_by_task"] = {t: compare_answers(*zip(*[(p, x, y.text) for p, x, y in zip(prompts, texts, ref)
-                                                                     if p["task"] == t]), judge, cfg.bootstrap, cfg.seed)
-                                           for t in tasks}
+                entry["vs_sft"] = pairwise(judge.compare(prompts, texts, [c.text for c in ref]),
+                                           [len(c.token_ids) for c in comps], [len(c.token_ids) for c in ref],
+                                           cfg.bootstrap, cfg.seed)
+                if cfg.judge.kind == "scripted":
+                    entry["vs_sft_by_task"] = {t: compare_answers(*zip(*[(p, x, y.text) for p, x, y in zip(prompts, texts, ref)
+                                                                         if p["task"] == t]), scripted, cfg.bootstrap, cfg.seed)
+                                               for t in tasks}
             r["decodings"][str(d)] = entry
         if rm is not None:
             scores = reward_scores(rm, rm_tok, [c + [{"role": "assistant", "content": a.text}]
@@ -304,20 +318,34 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
         r["kl_to_sft"] = kl_to_reference(m, models["sft"], tok, prompts, cfg.max_new_tokens, cfg.seed)
         r["heldout_perplexity"] = corpus_perplexity(m, tok, docs, m.config.max_position_embeddings)
         per_model[name] = r
-    ceiling = {str(d): compare_answers(prompts, [p["reference"] for p in prompts],
-                                       [c.text for c in answers["sft"][str(d)]], judge, cfg.bootstrap, cfg.seed)["win_rate"]
-               for d in decodings} if all(p.get("reference") for p in prompts) else {}
+    ceiling = {str(d): win_rate(judge.compare(prompts, [p["reference"] for p in prompts],
+                                              [c.text for c in answers["sft"][str(d)]]), cfg.bootstrap)["win_rate"]
+               for d in decodings} if world_prompts else {}
+    held_out_pairs = runs_dir / "prefs" / "test.jsonl"
+    judge_agreement = agreement(judge, {p["id"]: p for p in load_rows(world_dir / "prompts_train.jsonl")},
+                                load_preferences(held_out_pairs)) if world_prompts and held_out_pairs.exists() else None
 
     metrics = {"prompts": len(prompts), "models": list(models), "missing": missing, "per_model": per_model,
-               "ceiling": ceiling}
+               "ceiling": ceiling, "judge": {"kind": cfg.judge.kind, "name": judge.name,
+                                             "parse_failures": judge.parse_failures,
+                                             "agreement_with_held_out_labels": judge_agreement}}
     rep = Report(f"Alignment report: {runs_dir}")
     rep.p(f"Models: {', '.join(models)}" + (f". Not built yet: {', '.join(missing)}." if missing else "."))
-    rep.p(f"{len(prompts)} held-out prompts ({cfg.per_task} per task: {', '.join(tasks)}), the same seeds for every "
-          "model. Win rate = the scripted annotator prefers the model's answer to SFT's on the same prompt (ties count "
-          "half), with a 95 % bootstrap CI. Ceiling = the world's reference answers against the same SFT answers: ties "
-          "count half, so no policy can beat it. Losses to the reference split by cause: capability = the task "
-          "failed (wrong answer, missing item); preference = the task done but worse by the rubric's style (chatter, "
-          "no kind closing, rambling, rudeness): what preference learning can fix.")
+    rep.p(f"{len(prompts)} held-out prompts" + (f" ({cfg.per_task} per task: {', '.join(tasks)})" if tasks else
+                                                 f" from {prompt_file}") +
+          f", the same seeds for every model. Judge: {judge.name}" +
+          (f", which agrees with {pct(judge_agreement['accuracy'])} of {judge_agreement['pairs']} held-out labelled "
+           "pairs" if judge_agreement else "") +
+          (f"; {judge.parse_failures} of its verdicts named neither answer (counted as ties)" if cfg.judge.kind == "llm"
+           else "") +
+          ". Win rate = the judge prefers the model's answer to SFT's on the same prompt (ties count half), with a "
+          "95 % bootstrap CI; length-controlled = the same with the answers' length difference regressed out "
+          "(AlpacaEval 2 style), so a judge that merely likes longer answers shows.")
+    if world_prompts:
+        rep.p("Ceiling = the world's reference answers against the same SFT answers: ties count half, so no policy can "
+              "beat it. Losses to the reference split by cause: capability = the task failed (wrong answer, missing "
+              "item); preference = the task done but worse by the rubric's style (chatter, no kind closing, rambling, "
+              "rudeness): what preference learning can fix.")
 
     # -- headline
     rep.h2("Did alignment help?")
@@ -328,18 +356,20 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
             e = per_model[name]["decodings"][key]
             w = e.get("vs_sft")
             rows.append([name, "reference" if w is None else f"{pct(w['win_rate'])} ({pct(w['ci95'][0])}-{pct(w['ci95'][1])})",
-                         pct(e["correct"]), f"{per_model[name]['kl_to_sft']['kl_per_sequence']:.3f}".replace("-0.000", "0.000"),
+                         "" if w is None else pct(w["length_controlled_win_rate"]), pct(e.get("correct")), f"{per_model[name]['kl_to_sft']['kl_per_sequence']:.3f}".replace("-0.000", "0.000"),
                          per_model[name].get("reward_score"), per_model[name]["heldout_perplexity"], e["mean_tokens"],
                          e["distinct_2"], pct(e["eos_rate"]), _loss_split(e.get("losses_to_reference"), len(prompts))])
             if w is not None:
                 bars.append((name, w["win_rate"], *w["ci95"]))
-        rep.p(f"**Decoding: {key}.** Ceiling: {pct(ceiling.get(key))}.")
-        rep.table(["model", "win rate vs SFT (95 % CI)", "correct", "KL to SFT (nats/answer)", "reward-model score",
+        rep.p(f"**Decoding: {key}.**" + (f" Ceiling: {pct(ceiling[key])}." if key in ceiling else ""))
+        rep.table(["model", "win rate vs SFT (95 % CI)", "length-controlled", "correct", "KL to SFT (nats/answer)", "reward-model score",
                    "held-out perplexity", "mean tokens", "distinct-2", "ends with EOS",
                    "losses to the reference: capability / preference"], rows)
         if bars:
             rep.image(plot(plots / f"win_rate_{d.temperature:g}.png", win_rate_figure(bars, ceiling.get(key), key)),
                       f"Win rate vs SFT with 95 % CI, {key}")
+        if not tasks or cfg.judge.kind != "scripted":
+            continue
         trows = []
         for name in models:
             e = per_model[name]["decodings"][key]
@@ -473,5 +503,6 @@ def _label_provenance(path: Path) -> dict:
 if __name__ == "__main__":
     cli(main, EvalConfig, {"runs": "the scale's runs directory (runs/<scale>)", "world": "the world stage's directory",
                            "out": "stage output directory",
-                           "votes": "arena votes (jsonl from `make arena-export`; optional)"},
-        __doc__, optional=("votes",))
+                           "votes": "arena votes (jsonl from `make arena-export`; optional)",
+                           "prompts": "held-out prompts (default: the world's; columns mapped by prompt_source)"},
+        __doc__, optional=("votes", "prompts"))

@@ -73,7 +73,7 @@ def test_a_judge_of_the_wrong_kind_or_without_a_path_fails_before_any_work(rm_di
         make_judge(JudgeSettings(kind="llm", path=str(rm_dir)), [])
     with pytest.raises(UserError, match="not a checkpoint directory"):
         make_judge(JudgeSettings(kind="llm", path=str(tmp_path)), [])
-    with pytest.raises(UserError, match="judge.path: a llm judge needs a checkpoint directory"):
+    with pytest.raises(UserError, match="judge.path: a llm judge needs a checkpoint"):
         make_judge(JudgeSettings(kind="llm"), [])
     with pytest.raises(UserError, match="judge.kind must be one of scripted, reward_model, llm"):
         make_judge(JudgeSettings(kind="gpt"), [])

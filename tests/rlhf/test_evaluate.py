@@ -73,3 +73,41 @@ def test_report_from_a_partial_chain_says_what_is_missing(tmp_path, base_model_d
     shutil.rmtree(runs / "sft")
     with pytest.raises(UserError, match="no finished SFT model"):
         evaluate.main(cfg, str(runs), str(world_dir), str(tmp_path / "eval2"))
+
+
+def test_report_on_outside_prompts_with_a_reward_model_judge(tmp_path, base_model_dir, other_model_dir, world_dir):
+    """A team's own prompt set (no world task fields) judged by a reward model: win rate and length-controlled
+    win rate, no world-only columns; the scripted judge refuses such prompts before any work."""
+    import json
+
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from core.tokenizer import load_tokenizer
+    runs = tmp_path / "runs"
+    for stage, src in (("pretrain", base_model_dir), ("sft", base_model_dir), ("dpo", other_model_dir)):
+        shutil.copytree(src, runs / stage / "model")
+        (runs / stage / "DONE").write_text("x\n")
+    tok = load_tokenizer(base_model_dir)
+    rm = tmp_path / "judge"
+    LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id, max_position_embeddings=128)).save_pretrained(rm)
+    tok.save_pretrained(rm)
+    own = tmp_path / "own.jsonl"
+    own.write_text("".join(json.dumps({"instruction": q}) + "\n" for q in ["Say hi.", "Name a dog.", "Count to 3."]))
+    over = ["per_task=3", "max_new_tokens=6", "perplexity_docs=4", "bootstrap=50", "prompt_source.prompt=instruction",
+            "prompt_source.id="]
+    with pytest.raises(UserError, match="is not a world prompt"):
+        evaluate.main(load_config(evaluate.EvalConfig, None, over), str(runs), str(world_dir), str(tmp_path / "e0"),
+                      prompts=str(own))
+    assert not (tmp_path / "e0").exists()
+    cfg = load_config(evaluate.EvalConfig, None, over + ["judge.kind=reward_model", f"judge.path={rm}"])
+    m = evaluate.main(cfg, str(runs), str(world_dir), str(tmp_path / "eval"), prompts=str(own))
+    assert m["prompts"] == 3 and m["ceiling"] == {} and m["judge"]["kind"] == "reward_model"
+    for d in m["per_model"]["dpo"]["decodings"].values():
+        w = d["vs_sft"]
+        assert w["n"] == 3 and w["wins"] + w["ties"] + w["losses"] == 3 and 0 <= w["length_controlled_win_rate"] <= 1
+        assert "correct" not in d and "vs_sft_by_task" not in d
+    assert m["per_model"]["base"]["decodings"]["greedy, max_new_tokens=6"]["vs_sft"]["ties"] == 3  # same weights
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert f"Judge: reward model {rm}" in report and "length-controlled" in report and "Ceiling" not in report
