@@ -191,6 +191,14 @@ def rubric_agreement(prompt: dict, chosen: str, rejected: str, personas: list[st
     return 1.0 if gap > 1e-6 else 0.0 if gap < -1e-6 else 0.5
 
 
+def pair_kind(prompt: dict, chosen: str, rejected: str) -> str | None:
+    """What a pair asks a judge to tell apart: "capability" (the answers do the task to different degrees) or
+    "preference" (equally correct, different style); None for a prompt the rubric does not know."""
+    if prompt.get("task") not in MAX_SENTENCES:
+        return None
+    return "capability" if correctness(prompt, chosen) != correctness(prompt, rejected) else "preference"
+
+
 def first_per_task(rows: list[dict], per_task: int, skip: int = 0) -> list[dict]:
     """The first `per_task` prompt rows of each task after its first `skip` (a fixed, balanced evaluation set;
     skip > 0 gives another sample of the same split, disjoint from the default one). Rows without a task

@@ -9,6 +9,8 @@ Writes: <out>/train.jsonl, test.jsonl   TRL's conversational preference rows:
              "round": the labeling round (= the generating checkpoint) the pair comes from,
              "rubric_agrees": 1 / 0.5 / 0, whether the scripted annotators' rubric without noise prefers the
                  chosen side (world prompts only; the reward stage's label ceiling),
+             "kind": "capability" (the answers do the task to different degrees) or "preference" (equally
+                 correct, different style): what the pair asks a judge to tell apart (world prompts only),
              "chosen_source"/"rejected_source": {candidate_id, checkpoint, checkpoint_sha256, decoding, seed}}
         <out>/corrections.jsonl   SFT rows {"messages": [user, assistant = the annotator's rewrite], provenance}
         <out>/config.yaml, metrics.json (counts, agreement), DONE (last)
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from core.annotator import rubric_agreement
+from core.annotator import pair_kind, rubric_agreement
 from core.artifacts import StageDir, write_jsonl
 from core.config import UserError, cli
 from labeling_ui.agreement import pair_kappa, rank_alpha
@@ -52,6 +54,7 @@ def preference_rows(store: Store, min_agreement: float, personas: list[str]) -> 
                      "annotators": p["annotators"], "item_ids": p["item_ids"],
                      "round": rounds.get(chosen["checkpoint_sha"], {}).get("number"),
                      "rubric_agrees": rubric_agreement(prompt, chosen["text"], rejected["text"], personas),
+                     "kind": pair_kind(prompt, chosen["text"], rejected["text"]),
                      "chosen_source": _source(chosen), "rejected_source": _source(rejected)})
     return rows
 

@@ -78,17 +78,23 @@ def pair_scores(model, tokenizer, rows: list[dict], batch_size: int = 64) -> lis
 
 
 def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict:
-    """Pair accuracy and mean margin overall, per task and per agreement level."""
+    """Pair accuracy and mean margin overall, per task, per agreement level and per kind of pair (capability:
+    the answers differ in correctness; preference: only in style), each next to its label ceiling."""
     def summary(idx: list[int]) -> dict:
         margins = [scores[i][0] - scores[i][1] for i in idx]
+        agrees = [rows[i]["rubric_agrees"] for i in idx if rows[i].get("rubric_agrees") is not None]
         return {"pairs": len(idx), "accuracy": round(sum(m > 0 for m in margins) / len(idx), 3),
-                "mean_margin": round(sum(margins) / len(idx), 3)}
+                "mean_margin": round(sum(margins) / len(idx), 3),
+                "label_ceiling": round(sum(agrees) / len(agrees), 3) if agrees else None}
 
-    groups: dict[str, dict[str, list[int]]] = {"by_task": defaultdict(list), "by_agreement": defaultdict(list)}
+    groups: dict[str, dict[str, list[int]]] = {"by_task": defaultdict(list), "by_agreement": defaultdict(list),
+                                               "by_kind": defaultdict(list)}
     for i, r in enumerate(rows):
         groups["by_task"][r.get("task") or "unknown"].append(i)
         if "agreement" in r:
             groups["by_agreement"]["unanimous" if r["agreement"] >= 1.0 else "majority"].append(i)
+        if r.get("kind"):
+            groups["by_kind"][r["kind"]].append(i)
     report = summary(list(range(len(rows))))
     for name, g in groups.items():
         report[name] = {k: summary(v) for k, v in sorted(g.items())}
@@ -210,6 +216,8 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
     ceiling = f", label ceiling {metrics['label_ceiling']:.1%}" if metrics["label_ceiling"] is not None else ""
     print(f"reward model: held-out pair accuracy {after['accuracy']:.1%} on {len(test_rows)} pairs{ceiling} "
           f"(untrained {before['accuracy']:.1%}), mean margin {after['mean_margin']:.2f}; train accuracy {train_acc:.1%}")
+    for kind, k in after["by_kind"].items():
+        print(f"  {kind} pairs: {k['accuracy']:.1%} of {k['pairs']} (label ceiling {k['label_ceiling'] or float('nan'):.1%})")
     if bon:
         print(f"best-of-{bon['samples_per_prompt']} by the reward model vs one SFT sample: win rate {bon['win_rate']:.1%} "
               f"(95 % CI {bon['ci95'][0]:.1%}-{bon['ci95'][1]:.1%}), correct {bon['correct_a']:.1%} vs {bon['correct_b']:.1%}")

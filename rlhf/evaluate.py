@@ -391,6 +391,12 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
                     rmm.get("annotator_agreement_on_test_pairs"), f"{rmm['pairs']['train']} / {rmm['pairs']['test']}"]])
         rep.p("Label ceiling: the annotators' rubric without its noise, scored on the same held-out labels (ties "
               "count half): the accuracy a perfect model of their preferences would reach.")
+        kinds = t.get("by_kind") or {}
+        if kinds:
+            rep.p("By what a pair tells apart: capability = the answers differ in correctness (the reward model must "
+                  "check the task itself: the sum, the name in the story); preference = equally correct, different style.")
+            rep.table(["pairs", "held-out pair accuracy", "label ceiling", "pairs (test)"],
+                      [[k, pct(v["accuracy"]), pct(v.get("label_ceiling")), v["pairs"]] for k, v in sorted(kinds.items())])
     else:
         rep.p("No reward model yet (make reward).")
     provenance = _label_provenance(runs_dir / "prefs" / "train.jsonl")

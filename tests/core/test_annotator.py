@@ -158,3 +158,17 @@ def test_losses_to_reference_count_by_cause():
     r = losses_to_reference([qa, ar, qa], ["Tom went to the beach.", "3 plus 4 is 7. By the way, snow is cold.",
                                            qa["reference"]])
     assert r == {"losses": 2, "losses_capability": 1, "losses_preference": 1}
+
+
+def test_pair_kind_says_what_a_pair_tells_apart():
+    from core.annotator import pair_kind
+    assert pair_kind(ARITH, "3 plus 4 is 7.", "3 plus 4 is 8.") == "capability"
+    assert pair_kind(ARITH, "3 plus 4 is 7. I hope that helps with your sums.",
+                     "3 plus 4 is 7. By the way, snow is cold.") == "preference"
+    assert pair_kind(QA, "Tom went to the park.", "I am not sure about that.") == "capability"
+    assert pair_kind({"task": None}, "a", "b") is None
+
+
+def test_first_per_task_counts_taskless_prompts_as_one_task():
+    from core.annotator import first_per_task
+    assert [r["i"] for r in first_per_task([{"i": i} for i in range(5)], 3, skip=1)] == [1, 2, 3]

@@ -145,6 +145,7 @@ def test_scripted_annotators_fill_every_item_and_export_round_trips(tmp_path, ba
         assert is_conversational(r) and r["prompt"][0]["role"] == "user"
         assert r["chosen"] == [{"role": "assistant", "content": texts[r["chosen_source"]["candidate_id"]]}]
         assert r["chosen_source"]["checkpoint_sha256"] and r["chosen_source"]["decoding"]
+        assert r["kind"] in ("capability", "preference") and r["rubric_agrees"] in (0.0, 0.5, 1.0)
         rendered = maybe_apply_chat_template({k: r[k] for k in ("prompt", "chosen", "rejected")}, tokenizer)
         assert rendered["chosen"].endswith("<|eos|>")
     # an untrained model answers (almost) nothing right: the items it got all wrong got the reference as correction

@@ -108,3 +108,16 @@ def test_reward_model_learns_the_preferred_closing_above_chance(tmp_path, base_m
     # (an untrained head already separates two systematically different closings, in one direction or the
     # other: the check is the trained accuracy and margin)
     assert m["test"]["accuracy"] >= 0.9 and m["test"]["mean_margin"] > 0.5, m["test"]
+
+
+def test_accuracy_is_split_by_kind_of_pair_with_its_label_ceiling():
+    rows = [{"task": "arithmetic", "kind": "capability", "rubric_agrees": 1.0},
+            {"task": "arithmetic", "kind": "capability", "rubric_agrees": 1.0},
+            {"task": "greeting", "kind": "preference", "rubric_agrees": 0.0},
+            {"task": "greeting", "kind": "preference", "rubric_agrees": 1.0},
+            {"task": "greeting"}]
+    scores = [(1.0, 0.0), (0.0, 1.0), (2.0, 0.0), (3.0, 0.0), (1.0, 0.0)]
+    r = reward_train.accuracy_report(rows, scores)
+    assert r["by_kind"]["capability"] == {"pairs": 2, "accuracy": 0.5, "mean_margin": 0.0, "label_ceiling": 1.0}
+    assert r["by_kind"]["preference"] == {"pairs": 2, "accuracy": 1.0, "mean_margin": 2.5, "label_ceiling": 0.5}
+    assert r["pairs"] == 5 and r["label_ceiling"] == 0.75 and r["by_task"]["greeting"]["label_ceiling"] == 0.5
