@@ -92,32 +92,38 @@ def sample(logprobs: torch.Tensor, generators: list[torch.Generator] | None = No
     if generators is None:
         u = torch.rand_like(logprobs)
     else:
-        u = torch.stack([torch.rand(logprobs.size(-1), generator=g) for g in generators])
+        # CPU generators on every device: a row's noise, so its sample, does not depend on where the model runs.
+        u = torch.stack([torch.rand(logprobs.size(-1), generator=g) for g in generators]).to(logprobs.device)
     gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
     return (logprobs + gumbel).argmax(-1)
 
 
 # ---------------------------------------------------------------- running the model
 
+def device_of(model) -> torch.device:
+    """Where the model's weights are (CPU here, a GPU at scale): inputs are built there."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def _valid_vocab_mask(model, tokenizer) -> torch.Tensor | None:
     # The embedding may be padded past the tokenizer (shape-friendly matmuls): never emit those rows.
     n = model.config.vocab_size
     if len(tokenizer) >= n:
         return None
-    return torch.arange(n) >= len(tokenizer)
+    return torch.arange(n, device=device_of(model)) >= len(tokenizer)
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return ids, mask
 
 
 @torch.no_grad()
 def next_token_logits(model, prompts: list[list[int]], pad_id: int) -> torch.Tensor:
     """[B, vocab] logits for the token after each prompt (one forward pass, no cache kept)."""
-    ids, mask = _left_pad(prompts, pad_id)
+    ids, mask = _left_pad(prompts, pad_id, device_of(model))
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
 
@@ -147,11 +153,11 @@ def generate(model, tokenizer, prompts: list[list[int]], decoding: Decoding = GR
             gens = None
             if decoding.temperature > 0:
                 gens = [torch.Generator().manual_seed(s) for s in row_seeds[start:start + batch_size]]
-            ids, mask = _left_pad(batch, pad)
+            ids, mask = _left_pad(batch, pad, device_of(model))
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
             tokens, logps = [], []
-            done = torch.zeros(len(batch), dtype=torch.bool)
+            done = torch.zeros(len(batch), dtype=torch.bool, device=ids.device)
             for _ in range(decoding.max_new_tokens):
                 logits = res.logits[:, -1, :].float()
                 allowed = logits if banned is None else logits.masked_fill(banned, -math.inf)
@@ -220,7 +226,8 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
             mask = torch.zeros_like(ids)
             for i, s in enumerate(seqs):
                 ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
-            logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            dev = device_of(model)
+            logp = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float().log_softmax(-1).cpu()
             for i, (p, c) in enumerate(zip(prompts[start:start + batch_size], completions[start:start + batch_size])):
                 pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
                 out.append(logp[i, pos, torch.tensor(c, dtype=torch.long)].tolist() if c else [])

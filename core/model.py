@@ -71,6 +71,16 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32):
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
 
 
+def to_inference_device(model):
+    """The model on this process's GPU in bf16 when there is one (LOCAL_RANK under a launcher), else as it is
+    (CPU, fp32): for the stages that only run a model (seed, arena, eval, judges, the reward model in PPO).
+    bf16 halves the memory, so that `make eval` holds SFT, one other model and a judge at 7-8B."""
+    if torch.cuda.is_available():
+        import os
+        model = model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), dtype=torch.bfloat16)
+    return model
+
+
 def context_length(path: str | Path) -> int:
     """The checkpoint's context in tokens (max_position_embeddings; a hub config may call it n_positions)."""
     from transformers import AutoConfig

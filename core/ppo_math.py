@@ -26,7 +26,7 @@ def token_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_
     """r_t = -kl_coef * kl_t on every response token, plus the sequence's score on its last real token."""
     rewards = -kl_coef * kl * mask
     last = mask.sum(1).long().clamp(min=1) - 1
-    rewards[torch.arange(len(score)), last] += score
+    rewards[torch.arange(len(score), device=rewards.device), last] += score
     return rewards
 
 
@@ -36,7 +36,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     after the last real token is 0 (the episode ends there)."""
     T = rewards.shape[1]
     adv = torch.zeros_like(rewards)
-    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
     for t in reversed(range(T)):
         next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < T else torch.zeros_like(running)
         delta = rewards[:, t] + gamma * next_value - values[:, t]

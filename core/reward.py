@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from core.config import UserError
+from core.generation import device_of
+from core.model import to_inference_device
 
 
 def load_reward_model(path: str | Path, policy_tokenizer=None, policy_path: str | Path = "the policy"):
@@ -36,7 +38,7 @@ def load_reward_model(path: str | Path, policy_tokenizer=None, policy_path: str 
     if model.config.pad_token_id is None or model.config.pad_token_id == tok.eos_token_id:
         raise UserError(f"{path}: config.pad_token_id must be set and differ from EOS "
                         "(the score is read at the last non-pad token)")
-    return model.eval(), tok
+    return to_inference_device(model.eval()), tok
 
 
 def ensemble_members(path: str | Path) -> list[Path]:
@@ -60,5 +62,6 @@ def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size:
         for i, row in enumerate(ids):
             x[i, :len(row)] = torch.tensor(row)
             mask[i, :len(row)] = 1
-        out += model(input_ids=x, attention_mask=mask).logits[:, 0].float().tolist()
+        dev = device_of(model)
+        out += model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits[:, 0].float().tolist()
     return out

@@ -40,7 +40,7 @@ from core.config import UserError, cli
 from core.data import PromptSource, fit_prompts, load_preferences, load_prompts, load_rows
 from core.generation import Decoding, chat, completion_logprobs
 from core.judges import JudgeSettings, agreement, is_world_prompt, make_judge, pairwise, win_rate
-from core.model import context_length, load_causal_lm
+from core.model import context_length, load_causal_lm, to_inference_device
 from core.ratings import ratings
 from core.tokenizer import load_tokenizer
 
@@ -274,10 +274,17 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
     plots.mkdir(exist_ok=True)
     torch.set_num_threads(os.cpu_count())
 
-    models = {name: load_causal_lm(d / "model").eval() for name, d in present.items()}
     decodings = [Decoding(t, max_new_tokens=cfg.max_new_tokens) for t in cfg.temperatures]
     convs = [p["messages"] for p in prompts]
-    answers = {name: {str(d): chat(m, tok, convs, d, seed=cfg.seed) for d in decodings} for name, m in models.items()}
+
+    def load(name: str):
+        return to_inference_device(load_causal_lm(present[name] / "model").eval())
+
+    def answer(m) -> dict:
+        return {str(d): chat(m, tok, convs, d, seed=cfg.seed) for d in decodings}
+
+    sft = load("sft")  # every model is compared with it; the others are loaded one at a time (memory at gpu scale)
+    answers = {"sft": answer(sft)}
 
     rm = rm_tok = None
     if (runs_dir / "reward" / "DONE").exists():
@@ -286,7 +293,10 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
 
     scripted, first = ScriptedAnnotator(), str(decodings[0])
     per_model, tasks = {}, sorted({p["task"] for p in prompts}) if world_prompts else []
-    for name, m in models.items():
+    for name in present:
+        m = sft if name == "sft" else load(name)
+        if name not in answers:
+            answers[name] = answer(m)
         r = {"decodings": {}}
         for d in decodings:
             comps, ref = answers[name][str(d)], answers["sft"][str(d)]
@@ -315,9 +325,12 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
             scores = reward_scores(rm, rm_tok, [c + [{"role": "assistant", "content": a.text}]
                                                for c, a in zip(convs, answers[name][first])])
             r["reward_score"] = round(sum(scores) / len(scores), 3)
-        r["kl_to_sft"] = kl_to_reference(m, models["sft"], tok, prompts, cfg.max_new_tokens, cfg.seed)
+        r["kl_to_sft"] = kl_to_reference(m, sft, tok, prompts, cfg.max_new_tokens, cfg.seed)
         r["heldout_perplexity"] = corpus_perplexity(m, tok, docs, m.config.max_position_embeddings)
         per_model[name] = r
+        del m  # before the next one is loaded
+    del sft
+    models = list(present)
     ceiling = {str(d): win_rate(judge.compare(prompts, [p["reference"] for p in prompts],
                                               [c.text for c in answers["sft"][str(d)]]), cfg.bootstrap)["win_rate"]
                for d in decodings} if world_prompts else {}

@@ -167,6 +167,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr)
     opt_v = torch.optim.AdamW(critic.parameters(), lr=p.value_lr)
     policy, opt_pi, critic, opt_v = accelerator.prepare(policy, opt_pi, critic, opt_v)
+    reference, dev = reference.to(accelerator.device), accelerator.device  # rollouts' tensors live there too
     sampler = accelerator.unwrap_model(policy)  # generation runs on the plain module, no collectives
     rng = random.Random(cfg.seed + 7919 * rank)  # each process draws its own prompts
     writer = SummaryWriter(str(stage.logs)) if main_process else None
@@ -180,15 +181,16 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
         prompt_ids = [chat_prompt_ids(tok, r["messages"]) for r in batch]
         first_seed = cfg.seed * 1_000_003 + (step * world + rank) * p.rollout_batch
         comps = generate(sampler, tok, prompt_ids, decoding, row_seeds=[first_seed + i for i in range(len(batch))])
-        ids, attn, pos, tokens, mask = _batch(prompt_ids, [c.token_ids for c in comps], tok.pad_token_id)
+        ids, attn, pos, tokens, mask = (t.to(dev) for t in _batch(prompt_ids, [c.token_ids for c in comps],
+                                                                   tok.pad_token_id))
         with torch.no_grad():
             policy.eval()
             old_logp = response_logprobs(policy, ids, attn, pos, tokens)
             ref_logp = response_logprobs(reference, ids, attn, pos, tokens)
             old_values = critic(ids, attn, pos)
             convs = [r["messages"] + [{"role": "assistant", "content": c.text}] for r, c in zip(batch, comps)]
-            raw = torch.tensor(reward_scores(rm, rm_tok, convs))
-            score = raw - p.missing_eos_penalty * torch.tensor([0.0 if c.finished else 1.0 for c in comps])
+            raw = torch.tensor(reward_scores(rm, rm_tok, convs), device=dev)
+            score = raw - p.missing_eos_penalty * torch.tensor([0.0 if c.finished else 1.0 for c in comps], device=dev)
             kl = kl_estimate(old_logp, ref_logp, p.kl_estimator) * mask
             rewards = token_rewards(score, kl, mask, kl_coef)
             adv, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
