@@ -51,7 +51,7 @@ PREFS_TRAIN ?= $(RUNS)/prefs/train.jsonl
 PREFS_TEST  ?= $(RUNS)/prefs/test.jsonl
 # Prompts to label and to roll out on (seed, ppo, rloo); columns mapped by prompt_source in their configs.
 PROMPTS     ?= $(RUNS)/world/prompts_train.jsonl
-# The report card's prompts and, unless its config says scripted, its judge's checkpoint (configs/*/eval.yaml).
+# The report card's and the arena's prompts and, unless its config says scripted, the report's judge (configs/*/eval.yaml).
 EVAL_PROMPTS ?= $(RUNS)/world/prompts_heldout.jsonl
 JUDGE       ?=
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
@@ -151,7 +151,7 @@ user: $(VENV)/.installed ## create a labeling account: make user NAME=alice ROLE
 	@test -n "$(NAME)" || { echo "error: give the account a name: make user NAME=alice ROLE=annotator" >&2; exit 2; }
 	$(PY) -m labeling_ui.users --db $(DB) add "$(NAME)" --role $(ROLE)
 
-label-auto: $(RUNS)/label-auto/DONE ## the scripted annotators judge every seeded item (no human needed)
+label-auto: $(RUNS)/label-auto/DONE ## the automatic annotators (auto.judge in label.yaml) judge every seeded item (no human needed)
 $(RUNS)/label-auto/DONE: $(RUNS)/seed/DONE labeling_ui/auto.py core/annotator.py
 	$(PY) -m labeling_ui.auto --config $(LABEL) --db $(DB) --out $(RUNS)/label-auto $(call args,label-auto)
 
@@ -193,10 +193,10 @@ ARENA_MODELS = --model base=$(RUNS)/pretrain/model --model sft=$(RUNS)/sft/model
 	--model ppo=$(RUNS)/ppo/model $(if $(wildcard $(RUNS)/rloo/DONE),--model rloo=$(RUNS)/rloo/model)
 arena-seed: $(RUNS)/arena-seed/DONE ## the models answer the same held-out prompts, for blind votes in the app's Arena tab
 $(RUNS)/arena-seed/DONE: $(RUNS)/pretrain/DONE $(RUNS)/sft/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE labeling_ui/arena.py
-	$(PY) -m labeling_ui.arena seed --config $(LABEL) --db $(DB) --prompts $(RUNS)/world/prompts_heldout.jsonl \
+	$(PY) -m labeling_ui.arena seed --config $(LABEL) --db $(DB) --prompts "$(EVAL_PROMPTS)" \
 		--out $(RUNS)/arena-seed $(ARENA_MODELS) $(call args,arena-seed)
 
-arena-auto: $(RUNS)/arena-auto/DONE ## the scripted annotators vote in the arena (no human needed)
+arena-auto: $(RUNS)/arena-auto/DONE ## the automatic annotators (auto.judge in label.yaml) vote in the arena (no human needed)
 $(RUNS)/arena-auto/DONE: $(RUNS)/arena-seed/DONE
 	$(PY) -m labeling_ui.arena auto --config $(LABEL) --db $(DB) --out $(RUNS)/arena-auto $(call args,arena-auto)
 

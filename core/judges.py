@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from core.config import UserError
+from core.model import to_inference_device
 
 KINDS = ("scripted", "reward_model", "llm")
 
@@ -63,16 +64,20 @@ def is_world_prompt(prompt: dict) -> bool:
     return prompt.get("task") in MAX_SENTENCES
 
 
+def require_world_prompt(prompt: dict, who: str, fix: str) -> None:
+    """The scripted annotator checks the world's task fields: any other prompt is a clear error."""
+    if not is_world_prompt(prompt):
+        raise UserError(f"{who}: prompt {prompt.get('id')!r} is not a world prompt (no world task), so the scripted "
+                        f"annotator cannot judge it; {fix}")
+
+
 class ScriptedJudge:
     name = "scripted annotator"
 
     def __init__(self, prompts: list[dict]):
         from core.annotator import ScriptedAnnotator
-        bad = next((p for p in prompts if not is_world_prompt(p)), None)
-        if bad is not None:
-            raise UserError(f"judge.kind scripted: prompt {bad.get('id')!r} is not a world prompt (no world task); "
-                            "the scripted annotator can only judge the world's prompts: choose judge.kind "
-                            "reward_model or llm")
+        for p in prompts:
+            require_world_prompt(p, "judge.kind scripted", "choose judge.kind reward_model or llm")
         self.annotator, self.parse_failures = ScriptedAnnotator(), 0
 
     def compare(self, prompts: list[dict], a: list[str], b: list[str]) -> list[float]:
@@ -106,7 +111,7 @@ class RewardModelJudge:
         if not arch.endswith("ForSequenceClassification"):
             raise UserError(f"judge.path {path}: a reward_model judge is a sequence-classification checkpoint, this "
                             f"one is {arch}; use judge.kind llm for a causal LM")
-        self.model = AutoModelForSequenceClassification.from_pretrained(name, dtype=torch.float32).eval()
+        self.model = to_inference_device(AutoModelForSequenceClassification.from_pretrained(name, dtype=torch.float32).eval())
         if self.model.config.num_labels != 1:
             raise UserError(f"judge.path {path}: a reward model has one score (num_labels=1), this one has "
                             f"{self.model.config.num_labels}")
@@ -137,7 +142,7 @@ class LLMJudge:
             raise UserError(f"judge.path {path}: an llm judge is a causal LM, this one is {arch}; use judge.kind "
                             "reward_model for a sequence-classification checkpoint")
         self.tok = _chat_tokenizer(name, path)
-        self.model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
+        self.model = to_inference_device(AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval())
         self.max_new_tokens, self.batch_size, self.parse_failures, self.asked = max_new_tokens, batch_size, 0, 0
         self.name = f"LLM judge {path}"
 
@@ -170,6 +175,23 @@ def make_judge(cfg: JudgeSettings, prompts: list[dict]):
     if cfg.kind == "reward_model":
         return RewardModelJudge(cfg.path, cfg.batch_size)
     return LLMJudge(cfg.path, cfg.max_new_tokens, cfg.batch_size)
+
+
+def rank(judge, prompt: dict, texts: list[str]) -> list[int]:
+    """Ranks (1 = best) of one prompt's responses from every pairwise verdict, asked in one batch: a
+    response's rank is 1 + the number of responses with more wins (a tie counts half to each)."""
+    pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))]
+    out = judge.compare([prompt] * len(pairs), [texts[i] for i, _ in pairs], [texts[j] for _, j in pairs])
+    wins = [0.0] * len(texts)
+    for (i, j), o in zip(pairs, out):
+        wins[i] += o
+        wins[j] += 1.0 - o
+    return [1 + sum(w > v for w in wins) for v in wins]
+
+
+def choice(outcome: float) -> str:
+    """A pairwise outcome for the first answer as the store's verdict: "a", "b" or "tie"."""
+    return "a" if outcome == 1.0 else "b" if outcome == 0.0 else "tie"
 
 
 def length_controlled(outcomes: list[float], len_a: list[int], len_b: list[int]) -> float:

@@ -6,7 +6,10 @@ Run:    make arena-seed     (python -m labeling_ui.arena seed --config configs/t
         make label          (the app's Arena tab: two anonymous answers, vote, then see which models they were)
         make arena-auto     (python -m labeling_ui.arena auto --config ... --db ... --out runs/tiny/arena-auto)
         make arena-export   (python -m labeling_ui.arena export --config ... --db ... --out runs/tiny/arena)
-Reads:  the models' checkpoints, held-out prompts (arena.per_task per task); the store's open matches
+Reads:  the models' checkpoints, held-out prompts (arena.per_task per task; a prompt set mapped by
+        prompt_source, like `make seed`'s); the store's open matches
+Votes in `make arena-auto` come from auto.judge: the scripted personas (world prompts only), or one
+reward-model / LLM judge (core.judges) as annotator "auto-<kind>".
 Writes: into the labeling store: arena answers (model, checkpoint sha256, decoding, seed) and votes
         (annotator, which answer was left / right, choice); <out>/config.yaml, metrics.json, DONE;
         export: <out>/votes.jsonl (the votes between current answers, for `make eval`)
@@ -29,11 +32,13 @@ from pathlib import Path
 from core.annotator import ScriptedAnnotator, first_per_task
 from core.artifacts import StageDir, atomic_write_text
 from core.config import UserError, load_config
-from core.data import load_rows
+from core.data import fit_prompts, load_prompts
+from core.judges import choice, make_judge, require_world_prompt
 from core.generation import Decoding, chat
-from core.model import load_causal_lm
+from core.model import context_length, load_causal_lm, to_inference_device
 from core.tokenizer import load_tokenizer
 from labeling_ui.config import LabelConfig, named_checkpoints
+from labeling_ui.auto import SCRIPTED_ONLY_FIX
 from labeling_ui.seed import candidate_seed, checkpoint_sha256
 from labeling_ui.store import Store
 
@@ -43,7 +48,10 @@ def seed(cfg: LabelConfig, models: dict[str, str], prompts: str, db: str, out: s
     if len(models) < 2:
         raise UserError(f"the arena needs at least two models, got {', '.join(models) or 'none'}: finish `make sft` "
                         "and an aligning stage (make dpo / ppo) first")
-    rows = first_per_task(load_rows(prompts), a.per_task)
+    first = next(iter(models.values()))
+    rows = load_prompts(prompts, cfg.prompt_source, "prompt_source")
+    rows = first_per_task(fit_prompts(rows, load_tokenizer(first), context_length(first), a.max_new_tokens,
+                                      cfg.prompt_source, prompts, "prompt_source"), a.per_task)
     stage = StageDir(out)
     stage.start(cfg, inputs={"prompts": prompts}, stage_file=__file__)
     store = Store(db)
@@ -55,7 +63,7 @@ def seed(cfg: LabelConfig, models: dict[str, str], prompts: str, db: str, out: s
         have = {r["prompt_id"] for r in store.arena_answers() if r["model"] == name and r["checkpoint_sha"] == sha}
         todo = [r for r in rows if r["id"] not in have]
         seeds = [candidate_seed(a.seed, r["id"], 0) for r in todo]
-        comps = chat(load_causal_lm(path), load_tokenizer(path), [r["messages"] for r in todo], decoding,
+        comps = chat(to_inference_device(load_causal_lm(path)), load_tokenizer(path), [r["messages"] for r in todo], decoding,
                      row_seeds=seeds) if todo else []
         added = store.add_arena_answers(name, sha, [
             {"prompt_id": r["id"], "text": c.text, "decoding": {"temperature": a.temperature,
@@ -74,22 +82,32 @@ def auto(cfg: LabelConfig, db: str, out: str) -> dict:
     stage.start(cfg, stage_file=__file__)
     store = Store(db)
     votes: Counter = Counter()
-    for n, p in enumerate(cfg.auto.annotators):
-        name = f"auto-{p.persona}-{n + 1}"
+    if cfg.auto.judge.kind == "scripted":
+        def scripted(annotator):
+            def compare(prompt, a, b):
+                require_world_prompt(prompt, "arena-auto", SCRIPTED_ONLY_FIX)
+                return annotator.compare(prompt, a, b)
+            return compare
+        voters = [(f"auto-{p.persona}-{n + 1}", scripted(ScriptedAnnotator(p.persona, p.noise, seed=cfg.auto.seed + n)))
+                  for n, p in enumerate(cfg.auto.annotators)]
+    else:
+        j = make_judge(cfg.auto.judge, [])
+        voters = [(f"auto-{cfg.auto.judge.kind}", lambda prompt, a, b: choice(j.compare([prompt], [a], [b])[0]))]
+    for name, compare in voters:
         if store.annotator(name) is None:
             store.add_annotator(name, secrets.token_urlsafe(16))
-        judge, rng = ScriptedAnnotator(p.persona, p.noise, seed=cfg.auto.seed + n), random.Random(f"arena:{name}")
+        rng = random.Random(f"arena:{name}")
         while not cfg.arena.auto_votes or votes[name] < cfg.arena.auto_votes:
             match = store.next_match(name, rng)
             if match is None:
                 break
-            store.arena_vote(name, match.left, match.right, judge.compare(match.prompt, *match.texts))
+            store.arena_vote(name, match.left, match.right, compare(match.prompt, *match.texts))
             votes[name] += 1
     all_votes = store.arena_votes()
     metrics = {"votes_added": sum(votes.values()), "by_annotator": dict(votes), "votes_current": len(all_votes),
                "choices": dict(Counter(v["choice"] for v in all_votes))}
     stage.finish(metrics)
-    print(f"arena: scripted annotators cast {metrics['votes_added']} votes; {len(all_votes)} between current answers")
+    print(f"arena: {', '.join(name for name, _ in voters)} cast {metrics['votes_added']} votes; {len(all_votes)} between current answers")
     return metrics
 
 

@@ -10,6 +10,10 @@ Each scripted annotator (core.annotator: an explicit rubric, a persona, seeded n
 until none is left for it: a pair gets a, b, tie or both_bad; a ranking gets ranks 1..k. A response
 with a rude phrase is flagged "unsafe". When no shown response is correct, it writes the prompt's
 reference answer as a correction with probability auto.correction_rate.
+
+With auto.judge.kind reward_model or llm (prompts that are not the world's), one annotator
+"auto-<kind>" labels every item with that judge (core.judges): a pair gets a, b or tie, a ranking the
+ranks of its pairwise verdicts; it flags and corrects nothing (it has no rubric and no reference).
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ from collections import Counter
 from core.annotator import ScriptedAnnotator, rubric
 from core.artifacts import StageDir
 from core.config import cli
+from core.judges import choice, make_judge, rank, require_world_prompt
 from labeling_ui.config import LabelConfig
 from labeling_ui.store import Store
+
+
+SCRIPTED_ONLY_FIX = "set auto.judge.kind reward_model or llm (and auto.judge.path)"
 
 
 def judge(annotator: ScriptedAnnotator, shown, rng: random.Random, correction_rate: float) -> dict:
     """What one scripted annotator submits for one shown item (keyword arguments of Store.submit)."""
     prompt, texts = shown.prompt, shown.texts
+    require_world_prompt(prompt, "label-auto", SCRIPTED_ONLY_FIX)
     flags = ["unsafe"] if any(rubric(prompt, t)["polite"] == 0 for t in texts) else []
     all_wrong = not any(annotator.is_correct(prompt, t) for t in texts)
     correction = prompt.get("reference") if all_wrong and rng.random() < correction_rate else None
@@ -36,21 +45,40 @@ def judge(annotator: ScriptedAnnotator, shown, rng: random.Random, correction_ra
     return {"ranks": annotator.rank(prompt, texts), "flags": flags, "correction": correction}
 
 
+def model_judge(judge, shown) -> dict:
+    """What a reward-model or LLM judge submits for one shown item."""
+    if shown.kind == "pair":
+        return {"choice": choice(judge.compare([shown.prompt], [shown.texts[0]], [shown.texts[1]])[0])}
+    return {"ranks": rank(judge, shown.prompt, shown.texts)}
+
+
+def workers(cfg: LabelConfig, store: Store) -> list[tuple[str, object]]:
+    """(account, shown item -> Store.submit keyword arguments) for each automatic annotator; accounts are created."""
+    if cfg.auto.judge.kind == "scripted":
+        out = []
+        for n, a in enumerate(cfg.auto.annotators):
+            annotator = ScriptedAnnotator(a.persona, a.noise, seed=cfg.auto.seed + n)
+            rng = random.Random(f"{cfg.auto.seed}:auto-{a.persona}-{n + 1}")
+            out.append((f"auto-{a.persona}-{n + 1}",
+                        lambda shown, a=annotator, r=rng: judge(a, shown, r, cfg.auto.correction_rate)))
+    else:
+        j = make_judge(cfg.auto.judge, [])
+        out = [(f"auto-{cfg.auto.judge.kind}", lambda shown: model_judge(j, shown))]
+    for name, _ in out:
+        if store.annotator(name) is None:
+            store.add_annotator(name, secrets.token_urlsafe(16))
+    return out
+
+
 def main(cfg: LabelConfig, db: str, out: str) -> dict:
     stage = StageDir(out)
     stage.start(cfg, stage_file=__file__)
     store = Store(db, lease_s=cfg.app.lease_s)
-    workers = []
-    for n, a in enumerate(cfg.auto.annotators):
-        name = f"auto-{a.persona}-{n + 1}"
-        if store.annotator(name) is None:
-            store.add_annotator(name, secrets.token_urlsafe(16))
-        workers.append((name, ScriptedAnnotator(a.persona, a.noise, seed=cfg.auto.seed + n),
-                        random.Random(f"{cfg.auto.seed}:{name}")))
+    team = workers(cfg, store)
     done: Counter = Counter()
-    open_kinds = {(name, kind) for name, _, _ in workers for kind in ("pair", "rank")}
+    open_kinds = {(name, kind) for name, _ in team for kind in ("pair", "rank")}
     while open_kinds:  # round-robin, as a team of annotators would interleave
-        for name, annotator, rng in workers:
+        for name, submit in team:
             for kind in ("pair", "rank"):
                 if (name, kind) not in open_kinds:
                     continue
@@ -58,7 +86,7 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
                 if shown is None:
                     open_kinds.discard((name, kind))
                     continue
-                store.submit(name, shown.item_id, **judge(annotator, shown, rng, cfg.auto.correction_rate))
+                store.submit(name, shown.item_id, **submit(shown))
                 done[name] += 1
     judgments = store.judgments()
     metrics = {"judgments_added": sum(done.values()), "by_annotator": dict(sorted(done.items())),
@@ -67,7 +95,8 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
                "corrections": sum(j["correction"] is not None for j in judgments),
                "flagged": sum(bool(j["flags"]) for j in judgments)}
     stage.finish(metrics)
-    print(f"scripted annotators added {metrics['judgments_added']} judgments; store has {metrics['store']['judgments']}")
+    print(f"{', '.join(name for name, _ in team)} added {metrics['judgments_added']} judgments; "
+          f"store has {metrics['store']['judgments']}")
     return metrics
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from core.annotator import PERSONAS
 from core.config import UserError
 from core.data import PromptSource
+from core.judges import JudgeSettings
 
 
 @dataclass
@@ -62,6 +63,9 @@ class AutoSettings:
         AutoAnnotator("strict", 0.5), AutoAnnotator("strict", 1.0), AutoAnnotator("stylist", 0.5)])
     correction_rate: float = 0.5       # share of both-bad / all-flawed items the scripted annotator corrects
     seed: int = 0
+    # Who labels in `make label-auto` and votes in `make arena-auto`: scripted = the personas above (world
+    # prompts only); reward_model / llm = one judge (core.judges) for any prompt set, as annotator "auto-<kind>".
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
 
 
 @dataclass

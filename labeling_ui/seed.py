@@ -32,7 +32,7 @@ from core.artifacts import StageDir, file_sha256
 from core.config import UserError, cli
 from core.data import fit_prompts, load_prompts
 from core.generation import Decoding, chat
-from core.model import context_length, load_causal_lm
+from core.model import context_length, load_causal_lm, to_inference_device
 from core.tokenizer import load_tokenizer
 from labeling_ui.config import LabelConfig
 from labeling_ui.store import Store
@@ -66,7 +66,7 @@ def main(cfg: LabelConfig, model: str, prompts: str, db: str, out: str, reward_m
     store = Store(db)
     round_no = store.start_round(str(model_dir), sha)
     rows = round_block(rows, round_no, s.prompts)
-    policy = load_causal_lm(model_dir)
+    policy = to_inference_device(load_causal_lm(model_dir))
 
     store.add_prompts(rows)  # one transaction, not one durable commit per prompt
     todo = [r for r in rows if store.has_candidates(r["id"], sha) < s.k]

@@ -54,6 +54,19 @@ def other_model_dir(tmp_path_factory, tokenizer):
     return micro_checkpoint(tmp_path_factory.mktemp("other") / "model", tokenizer, seed=1)
 
 
+@pytest.fixture(scope="session")
+def reward_model_dir(tmp_path_factory, tokenizer):
+    """An untrained micro sequence-classification model (one score) with the world's tokenizer: a stand-in reward model."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+    out = tmp_path_factory.mktemp("rm") / "model"
+    conf = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, num_labels=1,
+                       pad_token_id=tokenizer.pad_token_id, max_position_embeddings=128)
+    LlamaForSequenceClassification(conf).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def write_pairs(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -5,20 +5,8 @@ import pytest
 
 from core.config import UserError
 from core.data import load_rows
-from core.judges import (JudgeSettings, LLMJudge, agreement, length_controlled, make_judge, pairwise,
-                         parse_verdict)
-
-
-@pytest.fixture(scope="module")
-def rm_dir(tmp_path_factory, tokenizer):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-    out = tmp_path_factory.mktemp("judge_rm") / "model"
-    conf = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, num_labels=1,
-                       pad_token_id=tokenizer.pad_token_id, max_position_embeddings=128)
-    LlamaForSequenceClassification(conf).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+from core.judges import (JudgeSettings, LLMJudge, agreement, choice, length_controlled, make_judge, pairwise,
+                         parse_verdict, rank)
 
 
 @pytest.mark.parametrize("reply, verdict", [("A", "A"), ("b", "B"), ("Response B.", "B"), ("**A** is better", "A"),
@@ -53,12 +41,12 @@ def test_scripted_judge_only_for_world_prompts(world_dir):
         make_judge(JudgeSettings(), [{"id": "x", "messages": [{"role": "user", "content": "hi"}]}])
 
 
-def test_reward_model_judge_follows_the_scores_and_ties_equal_answers(rm_dir, world_dir):
+def test_reward_model_judge_follows_the_scores_and_ties_equal_answers(reward_model_dir, world_dir):
     from core.reward import load_reward_model, reward_scores
     prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:8]
-    judge = make_judge(JudgeSettings(kind="reward_model", path=str(rm_dir)), prompts)
+    judge = make_judge(JudgeSettings(kind="reward_model", path=str(reward_model_dir)), prompts)
     a, b = [p["reference"] for p in prompts], [p["answer"] + " By the way, snow is cold." for p in prompts]
-    model, tok = load_reward_model(rm_dir)
+    model, tok = load_reward_model(reward_model_dir)
     sa = reward_scores(model, tok, [p["messages"] + [{"role": "assistant", "content": x}] for p, x in zip(prompts, a)])
     sb = reward_scores(model, tok, [p["messages"] + [{"role": "assistant", "content": x}] for p, x in zip(prompts, b)])
     assert judge.compare(prompts, a, b) == [1.0 if x > y else 0.0 for x, y in zip(sa, sb)]
@@ -66,11 +54,11 @@ def test_reward_model_judge_follows_the_scores_and_ties_equal_answers(rm_dir, wo
     assert judge.parse_failures == 0
 
 
-def test_a_judge_of_the_wrong_kind_or_without_a_path_fails_before_any_work(rm_dir, base_model_dir, tmp_path):
+def test_a_judge_of_the_wrong_kind_or_without_a_path_fails_before_any_work(reward_model_dir, base_model_dir, tmp_path):
     with pytest.raises(UserError, match=r"is LlamaForCausalLM; use judge.kind llm"):
         make_judge(JudgeSettings(kind="reward_model", path=str(base_model_dir)), [])
     with pytest.raises(UserError, match=r"is LlamaForSequenceClassification; use judge.kind reward_model"):
-        make_judge(JudgeSettings(kind="llm", path=str(rm_dir)), [])
+        make_judge(JudgeSettings(kind="llm", path=str(reward_model_dir)), [])
     with pytest.raises(UserError, match="not a checkpoint directory"):
         make_judge(JudgeSettings(kind="llm", path=str(tmp_path)), [])
     with pytest.raises(UserError, match="judge.path: a llm judge needs a checkpoint"):
@@ -106,3 +94,18 @@ def test_agreement_with_labelled_pairs(pairs, world_dir):
     judge = make_judge(JudgeSettings(), list(prompts.values()))
     assert agreement(judge, prompts, rows) == {"pairs": len(rows), "accuracy": 1.0}
     assert agreement(judge, prompts, []) is None
+
+
+def test_ranks_come_from_every_pairwise_verdict_in_one_batch():
+    class Longer:  # prefers the longer answer, ties equal lengths; records how it was asked
+        calls = []
+
+        def compare(self, prompts, a, b):
+            self.calls.append(len(a))
+            return [1.0 if len(x) > len(y) else 0.0 if len(y) > len(x) else 0.5 for x, y in zip(a, b)]
+
+    judge = Longer()
+    assert rank(judge, {"messages": []}, ["ccc", "a", "bb", "dd"]) == [1, 4, 2, 2]
+    assert judge.calls == [6]                      # C(4, 2) pairs, one call
+    assert rank(judge, {"messages": []}, ["x", "y"]) == [1, 1]
+    assert [choice(o) for o in (1.0, 0.5, 0.0)] == ["a", "tie", "b"]

@@ -1,5 +1,6 @@
 """The arena: blind matches between models' answers, votes stored with sides, retrained models, scripted votes."""
 
+import json
 import random
 from collections import Counter
 
@@ -88,3 +89,20 @@ def test_seed_refuses_a_single_model(tmp_path, base_model_dir, world_dir):
     with pytest.raises(UserError, match="at least two models"):
         arena.seed(cfg, {"sft": str(base_model_dir)}, str(world_dir / "prompts_heldout.jsonl"), str(tmp_path / "l.db"),
                    str(tmp_path / "out"))
+
+
+def test_arena_on_a_prompt_set_outside_the_world_voted_by_a_reward_model(tmp_path, base_model_dir, other_model_dir,
+                                                                         reward_model_dir):
+    from core.config import UserError
+    src = tmp_path / "uf.jsonl"
+    src.write_text("".join(json.dumps({"prompt_id": f"u{i}", "prompt": f"Tell me about {w}."}) + "\n"
+                           for i, w in enumerate(["cats", "rain", "bread"])))
+    over = ["arena.per_task=2", "arena.max_new_tokens=6", "prompt_source.prompt=prompt", "prompt_source.id=prompt_id"]
+    db, models = tmp_path / "l.db", {"sft": str(base_model_dir), "dpo": str(other_model_dir)}
+    m = arena.seed(load_config(LabelConfig, None, over), models, str(src), str(db), str(tmp_path / "arena-seed"))
+    assert m["prompts"] == 2       # rows without a task count as one task: arena.per_task of them
+    with pytest.raises(UserError, match="not a world prompt"):
+        arena.auto(load_config(LabelConfig, None, over), str(db), str(tmp_path / "arena-auto"))
+    judged = load_config(LabelConfig, None, over + ["auto.judge.kind=reward_model", f"auto.judge.path={reward_model_dir}"])
+    votes = arena.auto(judged, str(db), str(tmp_path / "arena-auto"))
+    assert votes["by_annotator"] == {"auto-reward_model": 2} and votes["votes_current"] == 2

@@ -18,18 +18,6 @@ def cfg(**over):
     return load_config(LabelConfig, None, [f"{k}={v}" for k, v in over.items()])
 
 
-@pytest.fixture(scope="module")
-def reward_model_dir(tmp_path_factory, tokenizer):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-    out = tmp_path_factory.mktemp("rm") / "model"
-    conf = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, num_labels=1,
-                       pad_token_id=tokenizer.pad_token_id, max_position_embeddings=128)
-    LlamaForSequenceClassification(conf).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def test_seeding_is_idempotent_records_provenance_and_scores_margins(tmp_path, base_model_dir, world_dir,
                                                                      reward_model_dir, monkeypatch):
     db, prompts = tmp_path / "l.db", world_dir / "prompts_train.jsonl"
@@ -158,3 +146,39 @@ def test_scripted_annotators_fill_every_item_and_export_round_trips(tmp_path, ba
     before = (out / "train.jsonl").read_text()
     export.main(c, str(db), str(out))
     assert (out / "train.jsonl").read_text() == before  # deterministic
+
+
+def hub_prompts(path, n: int = 6):
+    """UltraFeedback-like rows: a prompt text and an id, no world task."""
+    path.write_text("".join(json.dumps({"prompt_id": f"u{i}", "prompt": f"Say something about {w}."}) + "\n"
+                            for i, w in enumerate(["cats", "rain", "bread", "maps", "owls", "snow"][:n])))
+    return path
+
+
+def test_a_reward_model_judge_labels_prompts_that_are_not_the_worlds(tmp_path, base_model_dir, reward_model_dir):
+    from core.reward import load_reward_model, reward_scores
+    db, src = tmp_path / "l.db", hub_prompts(tmp_path / "uf.jsonl")
+    over = {"seed.prompts": 0, "seed.max_new_tokens": 6, "prompt_source.prompt": "prompt",
+            "prompt_source.id": "prompt_id", "export.test_fraction": 0.0}
+    seed.main(cfg(**over), str(base_model_dir), str(src), str(db), str(tmp_path / "seed"))
+    with pytest.raises(UserError, match="'u.' is not a world prompt.*set auto.judge.kind reward_model or llm"):
+        auto.main(cfg(**over), str(db), str(tmp_path / "auto"))
+    assert not (tmp_path / "auto/DONE").exists()
+
+    c = cfg(**over, **{"auto.judge.kind": "reward_model", "auto.judge.path": str(reward_model_dir)})
+    m = auto.main(c, str(db), str(tmp_path / "auto"))
+    store = Store(db)
+    assert m["by_annotator"] == {"auto-reward_model": 6} and all(i["n_judged"] == 1 for i in store.items())
+    model, tok = load_reward_model(reward_model_dir)
+    prompts, texts = store.prompts(), {x["id"]: x["text"] for x in store.candidates()}
+    for j in store.judgments():
+        scores = reward_scores(model, tok, [prompts[j["prompt_id"]]["messages"]
+                                            + [{"role": "assistant", "content": texts[c]}] for c in j["shown_order"]])
+        if j["kind"] == "pair":   # a pair: the higher score wins
+            assert j["choice"] == ("a" if scores[0] > scores[1] else "b" if scores[1] > scores[0] else "tie")
+        else:             # a ranking: by score, 1 = best
+            assert j["ranks"] == [1 + sum(t > s for t in scores) for s in scores]
+        assert not j["flags"] and j["correction"] is None
+    prefs = export.main(c, str(db), str(tmp_path / "prefs"))
+    rows = load_rows(tmp_path / "prefs/train.jsonl")
+    assert len(rows) == prefs["pairs_train"] > 0 and all(r["kind"] is None and r["rubric_agrees"] is None for r in rows)
