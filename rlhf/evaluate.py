@@ -511,11 +511,12 @@ def _json(path: Path) -> dict | None:
 
 
 def _label_provenance(path: Path) -> dict:
-    """Training pairs by who judged them: scripted annotators (auto-*), people, or both."""
-    counts = {"scripted": 0, "human": 0, "mixed": 0}
+    """Training pairs by who judged them: automatic annotators (auto-*: the scripted personas or a model judge),
+    people, or both."""
+    counts = {"automatic": 0, "human": 0, "mixed": 0}
     for r in load_rows(path) if path.exists() else []:
-        kinds = {"scripted" if a.startswith("auto-") else "human" for a in r.get("annotators", [])}
-        counts["mixed" if len(kinds) > 1 else kinds.pop() if kinds else "scripted"] += 1
+        kinds = {"automatic" if a.startswith("auto-") else "human" for a in r.get("annotators", [])}
+        counts["mixed" if len(kinds) > 1 else kinds.pop() if kinds else "automatic"] += 1
     return counts
 
 
