@@ -56,7 +56,7 @@ EVAL_PROMPTS ?= $(RUNS)/world/prompts_heldout.jsonl
 JUDGE       ?=
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
 
-.PHONY: bench-control bench-seeds bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
+.PHONY: gpu-check bench-control bench-seeds bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
 help: ## list the targets
@@ -240,6 +240,22 @@ test: $(VENV)/.installed chromium postgres ## run all tests (unit, stage smoke, 
 
 bench: $(VENV)/.installed ## print the pretraining speed table (project step vs plain eager vs nanoGPT-style)
 	$(PY) -m bench.pretrain_step --tcmalloc "$(TCMALLOC)"
+
+# Engines that need GPUs (FSDP and DeepSpeed run as plain DDP on CPU): the micro chain's training stages once per
+# configs/accelerate file, on every GPU of the machine, then a verdict per engine and stage (tools/gpu_check.py).
+GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
+GPU_CHECK := runs/gpu-check
+gpu-check: $(VENV)/.installed ## on a GPU machine: pretrain/SFT/reward/DPO/PPO (micro) under DDP, FSDP, ZeRO-2 and ZeRO-3
+	@test "$(GPUS)" -ge 1 || { echo "error: make gpu-check needs GPUs (nvidia-smi lists none): run it on a GPU machine" >&2; exit 2; }
+	$(VENV)/bin/pip install -q deepspeed
+	rm -rf $(GPU_CHECK)
+	@for d in ddp fsdp zero2 zero3; do \
+		$(MAKE) --no-print-directory $(GPU_CHECK)/$$d/pretrain/DONE $(GPU_CHECK)/$$d/ppo/DONE $(GPU_CHECK)/$$d/dpo/DONE \
+			SCALE=micro RUNS=$(GPU_CHECK)/$$d DB=$(GPU_CHECK)/$$d/labels.db \
+			LAUNCH="$(VENV)/bin/accelerate launch --config_file configs/accelerate/$$d.yaml --num_processes $(GPUS)" \
+			|| echo "gpu-check: $$d stopped; the verdict below says where"; \
+	done
+	$(PY) -m tools.gpu_check $(GPU_CHECK)
 
 bench-playground: $(VENV)/.installed ## print the Playground's response time per interaction (on the finished stages' models)
 	@test -n "$(PLAYGROUND)" || { echo "error: no finished stage under $(RUNS): run make sft first" >&2; exit 2; }

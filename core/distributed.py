@@ -63,8 +63,24 @@ def in_sync(model: torch.nn.Module) -> dict:
     if world_size() > 1 and torch.distributed.is_initialized():
         digests = [None] * world_size()
         torch.distributed.all_gather_object(digests, digest)
+    asked, ran = engines()
+    if asked != ran and is_main():
+        print(f"note: the accelerate config asked for {asked} but the stage ran as {ran} (accelerate runs FSDP and "
+              "DeepSpeed configs as plain DDP without GPUs; `make gpu-check` runs them for real)")
     return {"world_size": len(digests), "backend": torch.distributed.get_backend() if len(digests) > 1 else None,
+            "engine_requested": asked, "engine": ran,
+            "sharded": any(type(p).__name__ == "DTensor" for p in model.parameters()),
             "param_digests": digests, "in_sync": len(set(digests)) == 1}
+
+
+def engines() -> tuple[str, str]:
+    """(what the launcher's config asked for, what accelerate ran): NO (one process), MULTI_CPU / MULTI_GPU
+    (DDP), FSDP or DEEPSPEED. On CPU accelerate turns FSDP and DeepSpeed into MULTI_CPU, silently."""
+    from accelerate.state import AcceleratorState, PartialState
+    asked = ("FSDP" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" else
+             "DEEPSPEED" if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None)
+    ran = (AcceleratorState() if AcceleratorState._shared_state else PartialState()).distributed_type.value
+    return asked or ran, ran
 
 
 def mean_over_ranks(*values: float) -> list[float]:

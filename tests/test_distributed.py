@@ -1,4 +1,5 @@
-"""Two processes, one stage: pretrain, SFT, reward, DPO and PPO under `accelerate launch` with the shipped DDP config, on CPU (gloo).
+"""Two processes, one stage: pretrain, SFT, reward, DPO and PPO under `accelerate launch` with the shipped DDP config, on CPU (gloo);
+the FSDP config, which accelerate runs as DDP on CPU (DeepSpeed needs GPUs: `make gpu-check`).
 
 Each rank trains on its own slice of the data, so equal weights at the end prove the gradients were
 averaged; the saved model must be those weights. (`--cpu` would silently run one process; the shipped
@@ -19,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def launch(module: str, *args: str) -> subprocess.CompletedProcess:
+def launch(module: str, *args: str, config: str = "ddp.yaml") -> subprocess.CompletedProcess:
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
-           str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "-m", module, *args]
+           str(ROOT / "configs/accelerate" / config), "--num_processes", "2", "-m", module, *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -32,7 +33,7 @@ def check_two_ranks_in_sync(out: Path, model_class=None):
     from transformers import AutoModelForCausalLM
     assert (out / "DONE").exists()
     d = json.loads((out / "metrics.json").read_text())["distributed"]
-    assert d["world_size"] == 2 and d["backend"] == "gloo"
+    assert d["world_size"] == 2 and d["backend"] == "gloo" and d["engine"] == "MULTI_CPU"
     assert d["in_sync"] and d["param_digests"][0] == d["param_digests"][1]
     saved = (model_class or AutoModelForCausalLM).from_pretrained(out / "model")
     assert param_digest(saved) == d["param_digests"][0]
@@ -53,6 +54,17 @@ def test_sft_ddp_two_processes(tmp_path, world_dir, base_model_dir):
            "--data", str(world_dir / "sft.jsonl"), "--heldout-prompts", str(world_dir / "prompts_heldout.jsonl"),
            "--out", str(tmp_path / "sft"), "train.max_steps=4", "train.epochs=1", "eval.per_task=1")
     check_two_ranks_in_sync(tmp_path / "sft")
+
+
+def test_the_fsdp_config_on_cpu_runs_as_ddp_and_says_so(tmp_path, world_dir, base_model_dir):
+    """accelerate turns an FSDP config into MULTI_CPU without GPUs: the stage must record (and print) both."""
+    r = launch("sft.train", "--config", str(ROOT / "configs/micro/sft.yaml"), "--model", str(base_model_dir),
+               "--data", str(world_dir / "sft.jsonl"), "--heldout-prompts", str(world_dir / "prompts_heldout.jsonl"),
+               "--out", str(tmp_path / "sft"), "train.max_steps=4", "train.epochs=1", "eval.per_task=1",
+               config="fsdp.yaml")
+    d = check_two_ranks_in_sync(tmp_path / "sft")
+    assert d["engine_requested"] == "FSDP" and not d["sharded"]
+    assert "asked for FSDP but the stage ran as MULTI_CPU" in r.stdout + r.stderr
 
 
 def test_reward_and_dpo_ddp_two_processes(tmp_path, world_dir, base_model_dir, pairs):
