@@ -245,12 +245,12 @@ bench: $(VENV)/.installed ## print the pretraining speed table (project step vs 
 # configs/accelerate file, on every GPU of the machine, then a verdict per engine and stage (tools/gpu_check.py).
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
 GPU_CHECK := runs/gpu-check
-gpu-check: $(VENV)/.installed ## on a GPU machine: pretrain/SFT/reward/DPO/PPO (micro) under DDP, FSDP, ZeRO-2 and ZeRO-3
+gpu-check: $(VENV)/.installed ## on a GPU machine: pretrain/SFT/reward/DPO/PPO (micro) under DDP and FSDP, all but PPO under ZeRO-2/3
 	@test "$(GPUS)" -ge 1 || { echo "error: make gpu-check needs GPUs (nvidia-smi lists none): run it on a GPU machine" >&2; exit 2; }
 	$(VENV)/bin/pip install -q deepspeed
 	rm -rf $(GPU_CHECK)
 	@for d in ddp fsdp zero2 zero3; do \
-		$(MAKE) --no-print-directory $(GPU_CHECK)/$$d/pretrain/DONE $(GPU_CHECK)/$$d/ppo/DONE $(GPU_CHECK)/$$d/dpo/DONE \
+		$(MAKE) --no-print-directory $(GPU_CHECK)/$$d/dpo/DONE $(GPU_CHECK)/$$d/$$(case $$d in zero*) echo reward;; *) echo ppo;; esac)/DONE \
 			SCALE=micro RUNS=$(GPU_CHECK)/$$d DB=$(GPU_CHECK)/$$d/labels.db \
 			LAUNCH="$(VENV)/bin/accelerate launch --config_file configs/accelerate/$$d.yaml --num_processes $(GPUS)" \
 			|| echo "gpu-check: $$d stopped; the verdict below says where"; \

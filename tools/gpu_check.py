@@ -18,12 +18,17 @@ from pathlib import Path
 
 STAGES = ("pretrain", "sft", "reward", "dpo", "ppo")
 ENGINES = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}
+NOT_UNDER = {"ppo": ("zero2", "zero3")}  # PPO trains two models in its own loop: DDP or FSDP only (README)
+
+
+def stages(engine: str) -> list[str]:
+    return [s for s in STAGES if engine not in NOT_UNDER.get(s, ())]
 
 
 def check(root: Path) -> list[dict]:
     rows = []
     for name, wanted in ENGINES.items():
-        for stage in STAGES:
+        for stage in stages(name):
             d = root / name / stage
             m = json.loads((d / "metrics.json").read_text()) if (d / "DONE").exists() else None
             dist = (m or {}).get("distributed") or {}
