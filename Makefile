@@ -17,13 +17,15 @@ args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS))
 export TOKENIZERS_PARALLELISM := false
 export GRADIO_ANALYTICS_ENABLED := False
 # tcmalloc makes small-model CPU training 10-30 % faster (allocator churn); used when present.
-TCMALLOC := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4))
-TRAIN := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
+# Looked up by the shell when a recipe runs, not when make reads this file: on a fresh machine the first `make all`
+# installs it (make install) before its first training stage, and that stage already gets it. Empty when missing.
+TCMALLOC = $$(ls /usr/lib/*/libtcmalloc_minimal.so.4 2>/dev/null | head -1)
+TRAIN = LD_PRELOAD=$(TCMALLOC) $(PY)
 # Training stages on many devices: `make sft NPROC=8` runs `accelerate launch` with configs/accelerate/$(DIST).yaml
 # (DIST=ddp | fsdp | zero2 | zero3). Batch sizes in the configs are per process.
 NPROC ?= 1
 DIST  ?= ddp
-LAUNCH = $(if $(filter 1,$(NPROC)),$(TRAIN),$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(VENV)/bin/accelerate launch \
+LAUNCH = $(if $(filter 1,$(NPROC)),$(TRAIN),LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/accelerate launch \
 	--config_file configs/accelerate/$(DIST).yaml --num_processes $(NPROC))
 
 ifeq ($(SCALE),tiny)

@@ -345,6 +345,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         "final_heldout_ppl": history[-1]["heldout_ppl"] if history else None,
         "onednn_linear_layers": onednn_layers,
         "train_tokens_per_s": round(timed_steps * tokens_per_step / timed_s) if timed_s else None,
+        "allocator": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "stock",
         "samples": final_samples,
         "task_probe": probe,
         "distributed": distributed,

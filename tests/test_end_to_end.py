@@ -21,6 +21,8 @@ def test_make_all_micro(tmp_path):
         assert (runs / stage / "DONE").exists(), stage
     metrics = json.loads((runs / "pretrain" / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["task_probe"]["n"] == 8
+    # tcmalloc (installed by make install) is found when the stage runs, so a first run gets it too
+    assert metrics["allocator"] == ("tcmalloc" if list(Path("/usr/lib").glob("*/libtcmalloc_minimal.so.4")) else "stock")
     sft = json.loads((runs / "sft" / "metrics.json").read_text())
     assert sft["steps"] == 6 and sft["task_eval"]["sft"]["n"] == 8
     seeded = json.loads((runs / "seed" / "metrics.json").read_text())
