@@ -22,7 +22,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     max_length: int = 256              # tokens per conversation; longer rows are errors (or skipped)
     group_by_length: bool = True       # batches of similar length: less padding on CPU
-    bf16: bool = False                 # GPU configs only (CPU bf16 is slower here)
+    bf16: bool = False                 # GPU configs; on CPU it pays only with avx512_bf16 / AMX (issue 20)
     activation_checkpointing: bool = False
     log_every: int = 10
     save_every: int = 50               # resume-state checkpoints every this many steps

@@ -70,7 +70,7 @@ class TrainConfig:
     compile: bool = True               # torch.compile the forward + loss (CPU inductor: ~1.1x)
     fused_adamw: bool = True
     onednn_linear: bool = True         # CPU: linear layers' matmuls in oneDNN (AVX-512; ~2x MKL on AMD), core/onednn.py
-    bf16: bool = False                 # mixed precision (GPU configs; on CPU bf16 is slower)
+    bf16: bool = False                 # mixed precision; on CPU only with avx512_bf16 / AMX (1.57x here, issue 20)
     threads: int = 0                   # 0 = all cores
     sample_prompts: list[str] = field(default_factory=lambda: [
         "One day", "Question: What is 3 plus 4?\nAnswer:", "Mia went to the park. Mia saw a dog.\nQuestion: Where did Mia go?\nAnswer:"])
