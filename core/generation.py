@@ -227,10 +227,10 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
             for i, s in enumerate(seqs):
                 ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
             dev = device_of(model)
-            logp = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float().log_softmax(-1).cpu()
+            logp = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float().log_softmax(-1)
             for i, (p, c) in enumerate(zip(prompts[start:start + batch_size], completions[start:start + batch_size])):
-                pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-                out.append(logp[i, pos, torch.tensor(c, dtype=torch.long)].tolist() if c else [])
+                pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=dev)
+                out.append(logp[i, pos, torch.tensor(c, dtype=torch.long, device=dev)].tolist() if c else [])
     finally:
         model.train(was_training)
     return out

@@ -24,21 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import secrets
 import sys
 from collections import Counter
 from pathlib import Path
 
-from core.annotator import ScriptedAnnotator, first_per_task
+from core.annotator import first_per_task
 from core.artifacts import StageDir, atomic_write_text
 from core.config import UserError, load_config
 from core.data import fit_prompts, load_prompts
-from core.judges import choice, make_judge, require_world_prompt
 from core.generation import Decoding, chat
 from core.model import context_length, load_causal_lm, to_inference_device
 from core.tokenizer import load_tokenizer
 from labeling_ui.config import LabelConfig, named_checkpoints
-from labeling_ui.auto import SCRIPTED_ONLY_FIX
+from labeling_ui.auto import team, verdict
 from labeling_ui.seed import candidate_seed, checkpoint_sha256
 from labeling_ui.store import Store
 
@@ -77,31 +75,19 @@ def seed(cfg: LabelConfig, models: dict[str, str], prompts: str, db: str, out: s
 
 
 def auto(cfg: LabelConfig, db: str, out: str) -> dict:
-    """The scripted annotators vote through the same store calls the Arena tab makes."""
+    """The automatic annotators (auto.judge) vote through the same store calls the Arena tab makes."""
     stage = StageDir(out)
     stage.start(cfg, stage_file=__file__)
     store = Store(db)
     votes: Counter = Counter()
-    if cfg.auto.judge.kind == "scripted":
-        def scripted(annotator):
-            def compare(prompt, a, b):
-                require_world_prompt(prompt, "arena-auto", SCRIPTED_ONLY_FIX)
-                return annotator.compare(prompt, a, b)
-            return compare
-        voters = [(f"auto-{p.persona}-{n + 1}", scripted(ScriptedAnnotator(p.persona, p.noise, seed=cfg.auto.seed + n)))
-                  for n, p in enumerate(cfg.auto.annotators)]
-    else:
-        j = make_judge(cfg.auto.judge, [])
-        voters = [(f"auto-{cfg.auto.judge.kind}", lambda prompt, a, b: choice(j.compare([prompt], [a], [b])[0]))]
-    for name, compare in voters:
-        if store.annotator(name) is None:
-            store.add_annotator(name, secrets.token_urlsafe(16))
+    voters = team(cfg, store)
+    for name, who in voters:
         rng = random.Random(f"arena:{name}")
         while not cfg.arena.auto_votes or votes[name] < cfg.arena.auto_votes:
             match = store.next_match(name, rng)
             if match is None:
                 break
-            store.arena_vote(name, match.left, match.right, compare(match.prompt, *match.texts))
+            store.arena_vote(name, match.left, match.right, verdict(who, match.prompt, *match.texts))
             votes[name] += 1
     all_votes = store.arena_votes()
     metrics = {"votes_added": sum(votes.values()), "by_annotator": dict(votes), "votes_current": len(all_votes),

@@ -30,13 +30,36 @@ from labeling_ui.config import LabelConfig
 from labeling_ui.store import Store
 
 
-SCRIPTED_ONLY_FIX = "set auto.judge.kind reward_model or llm (and auto.judge.path)"
+def team(cfg: LabelConfig, store: Store) -> list[tuple[str, object]]:
+    """(account, who judges) for each automatic annotator, accounts created: the scripted personas
+    (ScriptedAnnotator), or one reward-model / LLM judge (core.judges) as "auto-<kind>". Also the arena's voters."""
+    if cfg.auto.judge.kind == "scripted":
+        out = [(f"auto-{a.persona}-{n + 1}", ScriptedAnnotator(a.persona, a.noise, seed=cfg.auto.seed + n))
+               for n, a in enumerate(cfg.auto.annotators)]
+    else:
+        out = [(f"auto-{cfg.auto.judge.kind}", make_judge(cfg.auto.judge, []))]
+    for name, _ in out:
+        if store.annotator(name) is None:
+            store.add_annotator(name, secrets.token_urlsafe(16))
+    return out
+
+
+def _world_only(prompt: dict) -> None:
+    require_world_prompt(prompt, "auto.judge.kind scripted", "set auto.judge.kind reward_model or llm (and auto.judge.path)")
+
+
+def verdict(who, prompt: dict, a: str, b: str) -> str:
+    """One automatic annotator's pairwise verdict: "a", "b", "tie" (or, scripted, "both_bad")."""
+    if isinstance(who, ScriptedAnnotator):
+        _world_only(prompt)
+        return who.compare(prompt, a, b)
+    return choice(who.compare([prompt], [a], [b])[0])
 
 
 def judge(annotator: ScriptedAnnotator, shown, rng: random.Random, correction_rate: float) -> dict:
     """What one scripted annotator submits for one shown item (keyword arguments of Store.submit)."""
     prompt, texts = shown.prompt, shown.texts
-    require_world_prompt(prompt, "label-auto", SCRIPTED_ONLY_FIX)
+    _world_only(prompt)
     flags = ["unsafe"] if any(rubric(prompt, t)["polite"] == 0 for t in texts) else []
     all_wrong = not any(annotator.is_correct(prompt, t) for t in texts)
     correction = prompt.get("reference") if all_wrong and rng.random() < correction_rate else None
@@ -48,37 +71,20 @@ def judge(annotator: ScriptedAnnotator, shown, rng: random.Random, correction_ra
 def model_judge(judge, shown) -> dict:
     """What a reward-model or LLM judge submits for one shown item."""
     if shown.kind == "pair":
-        return {"choice": choice(judge.compare([shown.prompt], [shown.texts[0]], [shown.texts[1]])[0])}
+        return {"choice": verdict(judge, shown.prompt, shown.texts[0], shown.texts[1])}
     return {"ranks": rank(judge, shown.prompt, shown.texts)}
-
-
-def workers(cfg: LabelConfig, store: Store) -> list[tuple[str, object]]:
-    """(account, shown item -> Store.submit keyword arguments) for each automatic annotator; accounts are created."""
-    if cfg.auto.judge.kind == "scripted":
-        out = []
-        for n, a in enumerate(cfg.auto.annotators):
-            annotator = ScriptedAnnotator(a.persona, a.noise, seed=cfg.auto.seed + n)
-            rng = random.Random(f"{cfg.auto.seed}:auto-{a.persona}-{n + 1}")
-            out.append((f"auto-{a.persona}-{n + 1}",
-                        lambda shown, a=annotator, r=rng: judge(a, shown, r, cfg.auto.correction_rate)))
-    else:
-        j = make_judge(cfg.auto.judge, [])
-        out = [(f"auto-{cfg.auto.judge.kind}", lambda shown: model_judge(j, shown))]
-    for name, _ in out:
-        if store.annotator(name) is None:
-            store.add_annotator(name, secrets.token_urlsafe(16))
-    return out
 
 
 def main(cfg: LabelConfig, db: str, out: str) -> dict:
     stage = StageDir(out)
     stage.start(cfg, stage_file=__file__)
     store = Store(db, lease_s=cfg.app.lease_s)
-    team = workers(cfg, store)
+    members = team(cfg, store)
+    rngs = {name: random.Random(f"{cfg.auto.seed}:{name}") for name, _ in members}
     done: Counter = Counter()
-    open_kinds = {(name, kind) for name, _ in team for kind in ("pair", "rank")}
+    open_kinds = {(name, kind) for name, _ in members for kind in ("pair", "rank")}
     while open_kinds:  # round-robin, as a team of annotators would interleave
-        for name, submit in team:
+        for name, who in members:
             for kind in ("pair", "rank"):
                 if (name, kind) not in open_kinds:
                     continue
@@ -86,7 +92,8 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
                 if shown is None:
                     open_kinds.discard((name, kind))
                     continue
-                store.submit(name, shown.item_id, **submit(shown))
+                store.submit(name, shown.item_id, **(judge(who, shown, rngs[name], cfg.auto.correction_rate)
+                                                     if isinstance(who, ScriptedAnnotator) else model_judge(who, shown)))
                 done[name] += 1
     judgments = store.judgments()
     metrics = {"judgments_added": sum(done.values()), "by_annotator": dict(sorted(done.items())),
@@ -95,7 +102,7 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
                "corrections": sum(j["correction"] is not None for j in judgments),
                "flagged": sum(bool(j["flags"]) for j in judgments)}
     stage.finish(metrics)
-    print(f"{', '.join(name for name, _ in team)} added {metrics['judgments_added']} judgments; "
+    print(f"{', '.join(name for name, _ in members)} added {metrics['judgments_added']} judgments; "
           f"store has {metrics['store']['judgments']}")
     return metrics
 
