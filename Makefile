@@ -101,7 +101,7 @@ $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/
 	$(PY) -m pretrain.world --config $(CFG)/world.yaml --out $(RUNS)/world $(call args,world)
 
 pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
-$(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/onednn.py core/tokenizer.py
+$(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/onednn.py core/precision.py core/tokenizer.py
 	$(LAUNCH) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus "$(CORPUS)" \
 		--heldout "$(HELDOUT)" --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/pretrain $(call args,pretrain)
@@ -114,7 +114,7 @@ CORRECTIONS := $(if $(filter 1,$(WITH_CORRECTIONS)),$(RUNS)/prefs/corrections.js
 $(RUNS)/prefs/corrections.jsonl:
 	@echo "error: $@ is missing: label (make label or make label-auto), then make export" >&2; exit 2
 sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes; WITH_CORRECTIONS=1)
-$(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py core/onednn.py core/training.py $(CORRECTIONS)
+$(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py core/onednn.py core/precision.py core/training.py $(CORRECTIONS)
 	$(LAUNCH) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data "$(SFT_DATA)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft --corpus "$(CORPUS)" \
 		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(call args,sft)
@@ -176,7 +176,7 @@ $(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py cor
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
 
 ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
-$(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/ppo.yaml rlhf/ppo.py core/ppo_math.py core/compare.py core/onednn.py
+$(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/ppo.yaml rlhf/ppo.py core/ppo_math.py core/compare.py core/onednn.py core/precision.py
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
 		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/ppo $(call args,ppo)

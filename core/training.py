@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.config import UserError
+from core.precision import check as check_precision
 
 
 @dataclass
@@ -22,20 +23,15 @@ class TrainSettings:
     weight_decay: float = 0.0
     max_length: int = 256              # tokens per conversation; longer rows are errors (or skipped)
     group_by_length: bool = True       # batches of similar length: less padding on CPU
-    bf16: bool = False                 # GPU configs; on CPU it pays only with avx512_bf16 / AMX (issue 20)
+    precision: str = "auto"            # auto | fp32 | fp32-onednn | bf16: core/precision.py
     activation_checkpointing: bool = False
     log_every: int = 10
     save_every: int = 50               # resume-state checkpoints every this many steps
     keep_checkpoints: int = 2
     threads: int = 0                   # 0 = all cores
-    onednn_linear: bool = True         # CPU fp32: linear layers' matmuls in oneDNN (~2x MKL here), core/onednn.py
-
-    @property
-    def use_onednn(self) -> bool:
-        """oneDNN linear layers take fp32 inputs; bf16 autocast does not cast a custom op's inputs."""
-        return self.onednn_linear and not self.bf16
 
     def validate(self) -> None:
+        check_precision(self.precision, "train.precision")
         for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
@@ -43,11 +39,12 @@ class TrainSettings:
             raise UserError("train.epochs or train.max_steps must be positive")
 
 
-def trl_args(t: TrainSettings, seed: int, out) -> dict:
+def trl_args(t: TrainSettings, seed: int, out, bf16: bool) -> dict:
     """Keyword arguments common to TRL's configs (SFTConfig, RewardConfig, DPOConfig), CPU-safe.
 
-    TRL defaults to bf16 and activation checkpointing; both are off unless asked for, because on CPU
-    bf16 fails without use_cpu and is slower with it (see the README's stack notes).
+    TRL defaults to bf16 and activation checkpointing; both are off unless asked for: bf16 is what
+    train.precision resolved to (core/precision.py), since on a CPU without AMX / avx512_bf16 it is
+    emulated and many times slower, and on CPU it fails without use_cpu.
     """
     return dict(
         output_dir=str(out), seed=seed, num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -55,7 +52,7 @@ def trl_args(t: TrainSettings, seed: int, out) -> dict:
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_length=t.max_length,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        use_cpu=not torch.cuda.is_available(), bf16=t.bf16, activation_checkpointing=t.activation_checkpointing,
+        use_cpu=not torch.cuda.is_available(), bf16=bf16, activation_checkpointing=t.activation_checkpointing,
         logging_steps=t.log_every, save_strategy="steps", save_steps=t.save_every, save_total_limit=t.keep_checkpoints,
         eval_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False,
         ddp_find_unused_parameters=False)  # every parameter gets a gradient; the search only costs time

@@ -38,7 +38,8 @@ from core.data import load_rows, load_texts
 from core.distributed import in_sync, is_main, per_process_threads
 from core.generation import Decoding, complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
-from core.onednn import use_onednn_linear
+from core.onednn import OneDNNLinear
+from core.precision import apply as apply_precision, check as check_precision
 from core.tokenizer import adopt_hub_model, check_chat_contract, load_tokenizer, train_tokenizer
 from core.world import corpus_prompt
 
@@ -69,8 +70,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     compile: bool = True               # torch.compile the forward + loss (CPU inductor: ~1.1x)
     fused_adamw: bool = True
-    onednn_linear: bool = True         # CPU: linear layers' matmuls in oneDNN (AVX-512; ~2x MKL on AMD), core/onednn.py
-    bf16: bool = False                 # mixed precision; on CPU only with avx512_bf16 / AMX (1.57x here, issue 20)
+    precision: str = "auto"            # auto | fp32 | fp32-onednn | bf16: picked at start, core/precision.py
     threads: int = 0                   # 0 = all cores
     sample_prompts: list[str] = field(default_factory=lambda: [
         "One day", "Question: What is 3 plus 4?\nAnswer:", "Mia went to the park. Mia saw a dog.\nQuestion: Where did Mia go?\nAnswer:"])
@@ -95,6 +95,7 @@ class PretrainConfig:
         for name in ("batch_size", "seq_len", "max_steps", "eval_every", "save_every", "log_every"):
             if getattr(self.train, name) <= 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(self.train, name)}")
+        check_precision(self.train.precision, "train.precision")
 
 
 # ---------------------------------------------------------------- data
@@ -213,7 +214,7 @@ def latest_state(stage: StageDir) -> dict | None:
 def adopt(cfg: PretrainConfig, stage: StageDir) -> dict:
     """Skip pretraining: the base model is cfg.init_from, made to keep the chat contract."""
     stage.start(cfg, stage_file=__file__)
-    model, tokenizer = adopt_hub_model(cfg.init_from, torch.bfloat16 if cfg.train.bf16 else torch.float32)
+    model, tokenizer = adopt_hub_model(cfg.init_from, torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32)
     metrics = {"init_from": cfg.init_from, "params": count_params(model), "vocab_size": len(tokenizer),
                "samples": samples(model, tokenizer, cfg.train, cfg.seed)}
     if is_main():
@@ -225,7 +226,7 @@ def adopt(cfg: PretrainConfig, stage: StageDir) -> dict:
 # ---------------------------------------------------------------- main
 
 def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts: str | None = None) -> dict:
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType
     from torch.utils.tensorboard import SummaryWriter
 
@@ -236,15 +237,15 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
     texts, heldout_texts = load_texts(corpus), load_texts(heldout)
     stage.start(cfg, inputs={"corpus": corpus, "heldout": heldout}, resume_state=("checkpoints", "tokenizer"),
                 stage_file=__file__)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if tc.bf16 else "no")
-    main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    # The Accelerator comes once the numerics are picked (they need the model's shape); until then the
+    # process group alone says who is who.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    main_process, world, rank = state.is_main_process, state.num_processes, state.process_index
     torch.set_num_threads(tc.threads or per_process_threads())
-    full_state = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
-                                                  DistributedType.MULTI_GPU)  # every rank holds all weights
 
     tok_dir = stage.root / "tokenizer"
     if not main_process:
-        accelerator.wait_for_everyone()  # the main process trains (or keeps) the tokenizer
+        state.wait_for_everyone()  # the main process trains (or keeps) the tokenizer
         tokenizer = load_tokenizer(tok_dir)
     elif tok_dir.is_dir():
         tokenizer = load_tokenizer(tok_dir)  # resume: same vocabulary as the checkpoints
@@ -259,7 +260,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         check_chat_contract(tokenizer)
         tokenizer.save_pretrained(tok_dir)
     if main_process and world > 1:
-        accelerator.wait_for_everyone()
+        state.wait_for_everyone()
 
     train_rows = pack(tokenizer, texts, tc.seq_len + 1, "tokenize corpus")
     eval_rows = pack(tokenizer, heldout_texts, tc.seq_len + 1, "tokenize held-out")
@@ -268,6 +269,10 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
                         f"(corpus has {len(train_rows)} blocks, held-out {len(eval_rows)}); add text or lower train.seq_len")
 
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
+    numerics = apply_precision(tc.precision, model)  # before the optimizer: oneDNN layers keep their parameters
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if numerics.bf16 else "no")
+    full_state = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
+                                                  DistributedType.MULTI_GPU)  # every rank holds all weights
     opt = make_optimizer(model, tc)
     start_step = 0
     state = latest_state(stage) if full_state else None
@@ -277,7 +282,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         start_step = state["step"]
         print(f"resuming from {stage.checkpoints}/step_{start_step:06d}.pt")
     model.train()
-    onednn_layers = use_onednn_linear(model) if tc.onednn_linear and not tc.bf16 else 0
+    onednn_layers = sum(isinstance(m, OneDNNLinear) for m in model.modules())
     model, opt = accelerator.prepare(model, opt)
     loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
 
@@ -343,6 +348,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
         "heldout": history,
         "final_heldout_loss": history[-1]["heldout_loss"] if history else None,
         "final_heldout_ppl": history[-1]["heldout_ppl"] if history else None,
+        "numerics": numerics.record(),
         "onednn_linear_layers": onednn_layers,
         "train_tokens_per_s": round(timed_steps * tokens_per_step / timed_s) if timed_s else None,
         "allocator": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "stock",

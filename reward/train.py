@@ -37,9 +37,9 @@ from core.compare import best_of_n
 from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm
-from core.onednn import use_onednn_linear
 from core.reward import reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
+from core.precision import apply as apply_precision
 from core.training import TrainSettings, last_checkpoint, trl_args
 
 
@@ -126,10 +126,9 @@ def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train
         warnings.filterwarnings("ignore", message=".*(is_gradient_checkpointing|newly initialized).*")
         rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.train.use_onednn:
-        use_onednn_linear(rm)
+    numerics = apply_precision(cfg.train.precision, rm)
     # Length grouping reads `input_ids`; pairs have chosen_/rejected_input_ids, so batches are random here.
-    args = RewardConfig(**{**trl_args(cfg.train, seed, checkpoints), "train_sampling_strategy": "random"},
+    args = RewardConfig(**{**trl_args(cfg.train, seed, checkpoints, numerics.bf16), "train_sampling_strategy": "random"},
                         disable_dropout=True, center_rewards_coefficient=cfg.center_rewards or None)
     keep = ("prompt", "chosen", "rejected")
     with warnings.catch_warnings():
@@ -145,7 +144,7 @@ def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train
     if is_main():
         rm.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    return rm, trainer.state.global_step, last, result
+    return rm, trainer.state.global_step, last, result, numerics
 
 
 def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
@@ -170,7 +169,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
     del untrained
 
     writer = SummaryWriter(str(stage.logs))
-    rm, steps, last, result = train_member(cfg, cfg.seed, model, tokenizer, train_rows, stage.model,
+    rm, steps, last, result, numerics = train_member(cfg, cfg.seed, model, tokenizer, train_rows, stage.model,
                                            stage.checkpoints, writer)
     distributed = in_sync(rm)
     members = [pair_scores(rm, tokenizer, test_rows)] if is_main() else []  # scores only the main process reports
@@ -210,6 +209,7 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
         "label_ceiling": round(sum(agrees) / len(agrees), 3) if agrees else None,
         "best_of_n_vs_sft": bon,
         "ensemble": ensemble_report(test_rows, members) if cfg.ensemble > 1 else None,
+        "numerics": numerics.record(),
         "distributed": distributed,
     }
     stage.finish(metrics)

@@ -32,8 +32,8 @@ from core.config import UserError, cli
 from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm, save_checkpoint
-from core.onednn import use_onednn_linear
 from core.tokenizer import check_chat_contract, load_tokenizer
+from core.precision import apply as apply_precision
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
 LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "robust": "robust"}
@@ -82,10 +82,10 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     torch.set_num_threads(cfg.train.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
-    if cfg.train.use_onednn:
-        use_onednn_linear(policy, reference)
+    numerics = apply_precision(cfg.train.precision, policy, reference)
     # Length grouping reads `input_ids`; DPO rows hold prompt/chosen/rejected ids, so batches are random.
-    args = DPOConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints), "train_sampling_strategy": "random"},
+    args = DPOConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints, numerics.bf16),
+                        "train_sampling_strategy": "random"},
                      beta=cfg.beta, label_smoothing=cfg.label_smoothing,
                      loss_type=[LOSSES[cfg.loss_type]] + (["sft"] if cfg.sft_weight else []),
                      loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
@@ -121,6 +121,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
         "last_logged": {k: round(v, 4) for k, v in logs[-1].items() if isinstance(v, float)} if logs else None,
         "vs_sft": effect,
+        "numerics": numerics.record(),
         "distributed": distributed,
     }
     stage.finish(metrics)

@@ -43,7 +43,7 @@ from core.data import PromptSource, fit_prompts, load_prompts, load_rows
 from core.distributed import in_sync, mean_over_ranks, per_process_threads
 from core.generation import Decoding, chat_prompt_ids, generate
 from core.model import context_length, load_causal_lm, save_checkpoint
-from core.onednn import use_onednn_linear
+from core.precision import apply as apply_precision, autocast, check as check_precision
 from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
 from core.reward import load_reward_model, reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
@@ -72,7 +72,7 @@ class PPOSettings:
     whiten_advantages: bool = True
     missing_eos_penalty: float = 1.0
     threads: int = 0
-    onednn_linear: bool = True         # CPU fp32: linear layers' matmuls in oneDNN (~2x MKL here), core/onednn.py
+    precision: str = "auto"            # auto | fp32 | fp32-onednn | bf16: picked at start, core/precision.py
 
 
 @dataclass
@@ -98,6 +98,7 @@ class PPOStageConfig:
             raise UserError(f"ppo.kl_estimator must be k1 or k3, got {p.kl_estimator!r}")
         if min(p.steps, p.ppo_epochs, p.minibatch, p.max_new_tokens) < 1 or p.temperature <= 0:
             raise UserError("ppo.steps, ppo_epochs, minibatch, max_new_tokens must be >= 1 and temperature > 0")
+        check_precision(p.precision, "ppo.precision")
 
 
 def _batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
@@ -153,8 +154,6 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
                              "reward_weights": Path(reward_model) / "model.safetensors", "prompts": prompts},
                 stage_file=__file__)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(p.threads or per_process_threads())
 
@@ -162,8 +161,9 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     critic = ValueModel(AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=torch.float32))
     for m in (reference, rm):
         m.requires_grad_(False)
-    if p.onednn_linear:
-        use_onednn_linear(policy, reference, critic, rm)
+    numerics = apply_precision(p.precision, policy, reference, critic, rm)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if numerics.bf16 else "no")
+    main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr)
     opt_v = torch.optim.AdamW(critic.parameters(), lr=p.value_lr)
     policy, opt_pi, critic, opt_v = accelerator.prepare(policy, opt_pi, critic, opt_v)
@@ -183,7 +183,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
         comps = generate(sampler, tok, prompt_ids, decoding, row_seeds=[first_seed + i for i in range(len(batch))])
         ids, attn, pos, tokens, mask = (t.to(dev) for t in _batch(prompt_ids, [c.token_ids for c in comps],
                                                                    tok.pad_token_id))
-        with torch.no_grad():
+        with torch.no_grad(), autocast(numerics, dev.type):  # the reference and reward model as the policy runs
             policy.eval()
             old_logp = response_logprobs(policy, ids, attn, pos, tokens)
             ref_logp = response_logprobs(reference, ids, attn, pos, tokens)
@@ -256,7 +256,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
                                  cfg.eval.max_new_tokens, cfg.seed)
     metrics = {"steps_completed": len(history), "guard": guard, "train_s": round(train_s, 1),
                "samples_per_s": round(len(history) * p.rollout_batch * world / train_s, 2) if history else None,
-               "history": history, "vs_sft": effect, "distributed": distributed}
+               "history": history, "vs_sft": effect, "numerics": numerics.record(), "distributed": distributed}
     stage.finish(metrics)
     print_report("PPO", effect)
     return metrics

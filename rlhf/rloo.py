@@ -29,9 +29,9 @@ from core.config import UserError, cli
 from core.data import PromptSource, fit_prompts, load_prompts, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import context_length, load_causal_lm, save_checkpoint
-from core.onednn import use_onednn_linear
 from core.reward import load_reward_model
 from core.tokenizer import check_chat_contract, load_tokenizer
+from core.precision import apply as apply_precision
 from core.training import TrainSettings, last_checkpoint, trl_args
 
 
@@ -75,14 +75,13 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
 
     config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if cfg.method == "rloo" else (GRPOConfig, GRPOTrainer)
     known = {f.name for f in dataclasses.fields(config_cls)}
+    policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
+    numerics = apply_precision(cfg.train.precision, policy, reference)
     # Only the shared knobs these configs know (they bound the answer, not the whole sequence, by length).
-    common = {k: v for k, v in trl_args(cfg.train, cfg.seed, stage.checkpoints).items() if k in known}
+    common = {k: v for k, v in trl_args(cfg.train, cfg.seed, stage.checkpoints, numerics.bf16).items() if k in known}
     common["train_sampling_strategy"] = "random"  # length grouping needs input_ids; these rows are prompts
     args = config_cls(**common, num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                       temperature=cfg.temperature, beta=cfg.beta)
-    policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
-    if cfg.train.use_onednn:
-        use_onednn_linear(policy, reference)
     tok.padding_side = "left"  # generation pads on the left
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
@@ -104,7 +103,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
                "train_runtime_s": round(result.metrics["train_runtime"], 2),
                "reward_first_logged": round(logged[0]["reward"], 4) if logged else None,
                "reward_last_logged": round(logged[-1]["reward"], 4) if logged else None,
-               "vs_sft": effect, "distributed": distributed}
+               "vs_sft": effect, "numerics": numerics.record(), "distributed": distributed}
     stage.finish(metrics)
     print_report(cfg.method.upper(), effect)
     return metrics

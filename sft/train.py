@@ -36,8 +36,8 @@ from core.config import UserError, cli
 from core.data import check_chat_rows, load_rows
 from core.distributed import in_sync, is_main, per_process_threads, world_size
 from core.generation import Decoding, chat
+from core.precision import apply as apply_precision
 from core.model import count_params, load_causal_lm, save_checkpoint
-from core.onednn import use_onednn_linear
 from core.tokenizer import load_tokenizer
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
@@ -103,10 +103,10 @@ def messages_rows(rows: list[dict], column: str, source: str) -> list[dict]:
 
 # ---------------------------------------------------------------- training
 
-def trainer_args(cfg: SFTStageConfig, out: Path, conversational: bool = True):
+def trainer_args(cfg: SFTStageConfig, out: Path, conversational: bool = True, bf16: bool = False):
     """Chats: TRL masks all but the template's generation block; pre-tokenized rows carry that mask themselves."""
     from trl import SFTConfig
-    return SFTConfig(**trl_args(cfg.train, cfg.seed, out), assistant_only_loss=conversational, packing=False)
+    return SFTConfig(**trl_args(cfg.train, cfg.seed, out, bf16), assistant_only_loss=conversational, packing=False)
 
 
 def mixed_rows(tokenizer, chats: list[dict], texts: list[str], max_len: int) -> list[dict]:
@@ -125,10 +125,10 @@ def mixed_rows(tokenizer, chats: list[dict], texts: list[str], max_len: int) -> 
 
 
 def build_trainer(cfg: SFTStageConfig, policy, tokenizer, rows: list[dict], heldout: list[dict], out: Path,
-                  callbacks: list = ()):
+                  callbacks: list = (), bf16: bool = False):
     from datasets import Dataset
     from trl import SFTTrainer
-    return SFTTrainer(model=policy, args=trainer_args(cfg, out, "messages" in rows[0]), processing_class=tokenizer,
+    return SFTTrainer(model=policy, args=trainer_args(cfg, out, "messages" in rows[0], bf16), processing_class=tokenizer,
                       train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(heldout),
                       peft_config=lora_config(cfg.lora), callbacks=list(callbacks))
 
@@ -168,8 +168,6 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
                       for p in prompts[: cfg.data.heldout_loss_rows]]
     eval_prompts = first_per_task(prompts, cfg.eval.per_task)
     policy = load_causal_lm(model)
-    if cfg.train.use_onednn:
-        use_onednn_linear(policy)
     context = policy.config.max_position_embeddings
     if max_len > context:
         raise UserError(f"train.max_length={max_len} is longer than the model's context ({model}: "
@@ -178,6 +176,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
     torch.set_num_threads(cfg.train.threads or per_process_threads())
     if skipped:
         print(f"skipped {sum(skipped.values())} bad rows: {skipped}")
+    numerics = apply_precision(cfg.train.precision, policy)
 
     base_eval = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens) if is_main() else None
 
@@ -188,7 +187,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         train_rows = mixed_rows(tokenizer, rows, texts, max_len) if texts else rows
         eval_rows = mixed_rows(tokenizer, heldout_convos, [], max_len) if texts else heldout_convos
         trainer = build_trainer(cfg, policy, tokenizer, train_rows, eval_rows, stage.checkpoints,
-                                [TensorBoardCallback(writer)])
+                                [TensorBoardCallback(writer)], numerics.bf16)
         # In several processes, evaluate() before train() leaves the model without its DDP wrapper
         # (transformers 5.23): the ranks train apart. The 2-process test caught it; skip the "before" there.
         loss_before = trainer.evaluate()["eval_loss"] if world_size() == 1 else None
@@ -230,6 +229,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         "heldout_loss_after": round(loss_after, 4),
         "task_eval": {"decoding": str(Decoding(max_new_tokens=cfg.eval.max_new_tokens)), "base": base_eval,
                       "sft": sft_eval},
+        "numerics": numerics.record(),
         "distributed": distributed,
         "samples": sample_chats(policy, tokenizer, prompts, cfg.eval.sample_chats, cfg.seed, cfg.eval.max_new_tokens),
     }

@@ -2,10 +2,13 @@
 
 import json
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One numerics cache for the session (stages in subprocesses too), not the user's ~/.cache.
+os.environ.setdefault("PIPELINE_CACHE_DIR", tempfile.mkdtemp(prefix="numerics-cache-"))
 
 import pytest  # noqa: E402
 

@@ -29,12 +29,13 @@ def run(world_dir, out, *extra):
 
 def test_pretrain_learns_and_writes_the_artifact_contract(world_dir, tmp_path):
     out = tmp_path / "pretrain"
-    metrics = run(world_dir, out)
+    metrics = run(world_dir, out, "train.precision=fp32-onednn")
     assert metrics["final_train_loss"] < metrics["first_loss"] - 0.5
     assert metrics["heldout"][-1]["heldout_loss"] < metrics["heldout"][0]["heldout_loss"]
     probe = metrics["task_probe"]
     assert probe["n"] == 8 and set(probe["correct_by_task"]) == {"story_qa", "arithmetic", "story_write", "greeting"}
     assert len(metrics["samples"]) == 2 and all(isinstance(s["completion"], str) for s in metrics["samples"])
+    assert metrics["numerics"]["source"] == "forced"
     assert metrics["onednn_linear_layers"] == 7 + 1  # trained through oneDNN: q k v o gate up down, tied head
     # parameters moved away from the seeded initialisation
     tok = AutoTokenizer.from_pretrained(out / "model")

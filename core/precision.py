@@ -1,0 +1,228 @@
+"""Which numerics a training stage runs in, picked at start: `train.precision` in every stage's config.
+
+  fp32          torch's default: CPU matmuls go to MKL (AVX2 kernels on AMD, AVX-512 on Intel)
+  fp32-onednn   fp32, with the linear layers' matmuls sent to oneDNN (core/onednn.py; AVX-512 on AMD too)
+  bf16          autocast to bfloat16 with fp32 master weights and optimizer state (AMX or avx512_bf16 on
+                CPU; the default on GPUs that support it)
+  auto          on a GPU: bf16 where supported, else fp32. On a CPU: a probe measures each path that the
+                CPU can run (a 2-layer copy of the model's shape, fresh weights, a few AdamW steps on one
+                fixed batch of random ids) and takes the fastest whose probe losses match fp32's to
+                LOSS_TOLERANCE; a path must beat the simpler ones by MARGIN, so a tie stays fp32.
+
+Which is fastest depends on the CPU, not the project: on this project's AMD EPYC (avx512_bf16, no AMX)
+oneDNN is ~2x MKL and bf16 ~1.5x oneDNN; on an Intel Xeon with AMX, MKL is already AVX-512 and bf16
+runs at ~4x fp32. The probe takes about a second; its figures are cached per machine (CPU model, torch
+version, threads, model shape) in $PIPELINE_CACHE_DIR (default ~/.cache/alignment-pipeline), so the
+next stage on the same shape only reads them. Under several processes every rank uses the rates
+averaged over ranks, so they all pick the same path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from core.config import UserError
+
+PRECISIONS = ("auto", "fp32", "fp32-onednn", "bf16")
+PATHS = ("fp32", "fp32-onednn", "bf16")   # simplest first: a later path must beat the best earlier one
+MARGIN = 1.05                             # ... by 5 %, more than the probe's run-to-run noise
+LOSS_TOLERANCE = 0.01                     # max relative difference from fp32's loss over the probe steps
+PROBE_LAYERS, PROBE_ROWS, PROBE_SEQ, PROBE_STEPS, PROBE_WARMUP = 2, 4, 128, 3, 1
+
+
+def check(value: str, where: str) -> None:
+    if value not in PRECISIONS:
+        raise UserError(f"{where} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+
+
+@dataclass
+class Numerics:
+    precision: str                     # what runs: fp32 | fp32-onednn | bf16
+    requested: str                     # the config's train.precision
+    source: str                        # forced | gpu | measured | cached
+    cpu: str = ""
+    tokens_per_s: dict[str, float] = field(default_factory=dict)  # probe rate per path tried
+    loss_gap: dict[str, float] = field(default_factory=dict)      # max relative loss difference from fp32
+    eligible: list[str] = field(default_factory=list)
+    probe_s: float = 0.0
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
+
+    @property
+    def onednn(self) -> bool:
+        return self.precision == "fp32-onednn"
+
+    def line(self) -> str:
+        """The stage's first log line about numerics."""
+        head = f"numerics: {self.precision} ({self.source}"
+        if self.tokens_per_s:
+            rates = ", ".join(f"{p} {r:,.0f}" for p, r in self.tokens_per_s.items())
+            head += f"; probe tokens/s on {self.cpu}: {rates}"
+        return head + ")"
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls: AMX (Intel Sapphire Rapids on) or AVX512-BF16 (AMD Zen 4 on, Intel Cooper Lake)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def candidates() -> list[str]:
+    out = ["fp32"]
+    if torch.backends.mkldnn.is_available():
+        out.append("fp32-onednn")
+    if cpu_has_bf16():
+        out.append("bf16")
+    return out
+
+
+def autocast(numerics: Numerics | None, device_type: str = "cpu"):
+    """The context a forward pass runs in for these numerics (a no-op unless bf16)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bool(numerics and numerics.bf16))
+
+
+# ---------------------------------------------------------------- the probe
+
+def _probe_model(config):
+    from transformers import AutoModelForCausalLM
+    config = copy.deepcopy(config)
+    config.num_hidden_layers = min(config.num_hidden_layers, PROBE_LAYERS)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def probe(paths: list[str], config) -> dict[str, tuple[float, list[float]]]:
+    """Per path: (tokens/s, loss per step) of a few AdamW steps on one fixed batch, run as that path would
+    run. The paths take turns step by step and each keeps its fastest step, so a busy neighbour on a
+    shared machine slows them alike instead of deciding the race."""
+    from core.onednn import use_onednn_linear
+    seq = min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ + 1) - 1)
+    ids = torch.randint(0, config.vocab_size, (PROBE_ROWS, seq + 1), generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for path in paths:
+        model = _probe_model(config).train()
+        if path == "fp32-onednn":
+            use_onednn_linear(model)
+        runs[path] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3), [], [])
+    for i in range(PROBE_WARMUP + PROBE_STEPS):
+        for path, (model, opt, losses, times) in runs.items():
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path == "bf16"):
+                logits = model(input_ids=ids[:, :-1]).logits
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if i >= PROBE_WARMUP:
+                times.append(time.perf_counter() - t)
+    return {path: (PROBE_ROWS * seq / min(times), losses) for path, (_, _, losses, times) in runs.items()}
+
+
+def decide(rates: dict[str, float], gaps: dict[str, float]) -> tuple[str, list[str]]:
+    """The fastest path whose losses match fp32's; each later path must beat the best so far by MARGIN."""
+    eligible = [p for p in PATHS if p in rates and gaps.get(p, 0.0) <= LOSS_TOLERANCE]
+    best = "fp32"
+    for p in eligible:
+        if rates[p] > rates[best] * MARGIN:
+            best = p
+    return best, eligible
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("PIPELINE_CACHE_DIR") or Path.home() / ".cache" / "alignment-pipeline") / "numerics.json"
+
+
+def _cache_key(config, threads: int) -> str:
+    c = config
+    return (f"{cpu_name()} | torch {torch.__version__} | {threads} threads | {c.model_type} d{c.hidden_size} "
+            f"ff{getattr(c, 'intermediate_size', 0)} h{c.num_attention_heads}/{getattr(c, 'num_key_value_heads', 0)} "
+            f"v{c.vocab_size} | {','.join(candidates())}")
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(key: str, entry: dict) -> None:
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache = {**_read_cache(), key: entry}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home only costs the next stage its own probe
+        print(f"note: could not cache the numerics probe in {path}: {e}")
+
+
+def choose(requested: str, config) -> Numerics:
+    """Resolve train.precision for a model with this transformers `config` (a collective under a launcher)."""
+    from core.distributed import ensure_initialized, is_main, mean_over_ranks
+    check(requested, "train.precision")
+    if requested != "auto":
+        return Numerics(requested, requested, "forced")
+    if torch.cuda.is_available():
+        return Numerics("bf16" if torch.cuda.is_bf16_supported() else "fp32", requested, "gpu")
+    ensure_initialized()  # every rank must take the same decision
+    paths, key = candidates(), _cache_key(config, torch.get_num_threads())
+    entry = _read_cache().get(key)
+    hit = mean_over_ranks(1.0 if entry else 0.0)[0] == 1.0
+    t0 = time.perf_counter()
+    if not hit:
+        measured = probe(paths, config)
+        means = mean_over_ranks(*(measured[p][0] for p in paths))
+        fp32_losses = measured["fp32"][1]
+        entry = {"tokens_per_s": {p: round(r, 1) for p, r in zip(paths, means)},
+                 "loss_gap": {p: round(max(abs(a - b) / b for a, b in zip(measured[p][1], fp32_losses)), 6)
+                              for p in paths},
+                 "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if is_main():
+            _write_cache(key, entry)
+    precision, eligible = decide(entry["tokens_per_s"], entry["loss_gap"])
+    return Numerics(precision, requested, "cached" if hit else "measured", cpu_name(), entry["tokens_per_s"],
+                    entry["loss_gap"], eligible, round(time.perf_counter() - t0, 3))
+
+
+def apply(requested: str, *models) -> Numerics:
+    """Resolve train.precision for the stage's models (their shape is the first one's), switch their linear
+    layers to oneDNN when that is the pick, and print the choice. bf16 is the caller's: autocast in its
+    own loop, or TRL's bf16 flag."""
+    from core.distributed import is_main
+    from core.onednn import use_onednn_linear
+    numerics = choose(requested, models[0].config)
+    if numerics.onednn:
+        use_onednn_linear(*models)
+    if is_main():
+        print(numerics.line())
+    return numerics

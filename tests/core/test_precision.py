@@ -1,0 +1,108 @@
+"""train.precision: forced choices, the probe's measured pick and its cache, the fallbacks, the record."""
+
+import json
+
+import pytest
+import torch
+
+from core import precision
+from core.config import UserError
+from core.model import ModelConfig, build_model
+from core.onednn import OneDNNLinear
+
+MICRO = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=3, num_heads=2, num_kv_heads=2, max_seq_len=64)
+
+
+@pytest.fixture
+def model(tokenizer):
+    return build_model(MICRO, tokenizer)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path))
+    return tmp_path / "numerics.json"
+
+
+@pytest.mark.parametrize("forced", ["fp32", "fp32-onednn", "bf16"])
+def test_a_forced_precision_runs_as_asked_without_a_probe(model, cache, monkeypatch, forced):
+    monkeypatch.setattr(precision, "probe", lambda *a: pytest.fail("a forced precision must not probe"))
+    n = precision.apply(forced, model)
+    assert (n.precision, n.requested, n.source, n.tokens_per_s) == (forced, forced, "forced", {})
+    assert n.bf16 == (forced == "bf16")
+    switched = sum(isinstance(m, OneDNNLinear) for m in model.modules())
+    assert switched == (3 * 7 + 1 if forced == "fp32-onednn" else 0)  # 7 projections a layer, and the tied head
+    assert not cache.exists()
+
+
+def test_an_unknown_precision_is_a_one_line_error_naming_the_knob():
+    with pytest.raises(UserError, match=r"train.precision must be one of auto, fp32, fp32-onednn, bf16, got 'fp16'"):
+        precision.check("fp16", "train.precision")
+
+
+def test_auto_measures_every_path_the_cpu_has_then_reads_the_cache(model, cache, monkeypatch):
+    n = precision.choose("auto", model.config)
+    assert n.source == "measured" and n.requested == "auto" and n.cpu
+    assert list(n.tokens_per_s) == precision.candidates() and all(r > 0 for r in n.tokens_per_s.values())
+    assert n.loss_gap["fp32"] == 0.0
+    if "fp32-onednn" in n.loss_gap:
+        assert n.loss_gap["fp32-onednn"] < 1e-4  # the same fp32 arithmetic, another kernel
+    if "bf16" in n.loss_gap:
+        assert 0 < n.loss_gap["bf16"] < precision.LOSS_TOLERANCE  # rounded, but the same training
+    assert n.precision in n.eligible and "numerics:" in n.line() and n.precision in n.line()
+    recorded = json.loads(cache.read_text())
+    assert len(recorded) == 1 and next(iter(recorded.values()))["tokens_per_s"] == n.tokens_per_s
+
+    monkeypatch.setattr(precision, "probe", lambda *a: pytest.fail("the second stage on this shape must read the cache"))
+    again = precision.choose("auto", model.config)
+    assert again.source == "cached" and (again.precision, again.tokens_per_s) == (n.precision, n.tokens_per_s)
+    assert again.record()["tokens_per_s"] == n.tokens_per_s
+
+
+def test_another_shape_is_measured_again(model, tokenizer, cache):
+    precision.choose("auto", model.config)
+    wider = build_model(ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
+                                    max_seq_len=64), tokenizer)
+    assert precision.choose("auto", wider.config).source == "measured"
+    assert len(json.loads(cache.read_text())) == 2
+
+
+@pytest.mark.parametrize("rates, gaps, picked", [
+    ({"fp32": 100, "fp32-onednn": 200, "bf16": 400}, {"bf16": 0.002}, "bf16"),          # fastest and matching
+    ({"fp32": 100, "fp32-onednn": 200, "bf16": 150}, {"bf16": 0.002}, "fp32-onednn"),   # bf16 not faster: fall back
+    ({"fp32": 100, "fp32-onednn": 200, "bf16": 400}, {"bf16": 0.05}, "fp32-onednn"),    # bf16 trains differently
+    ({"fp32": 100, "fp32-onednn": 104}, {}, "fp32"),                                    # within the margin: simplest
+    ({"fp32": 100, "fp32-onednn": 90, "bf16": 103}, {"bf16": 0.0}, "fp32"),
+    ({"fp32": 100, "bf16": 300}, {"bf16": 0.001}, "bf16"),                              # no oneDNN on this build
+])
+def test_decide_takes_the_fastest_path_that_trains_like_fp32(rates, gaps, picked):
+    chosen, eligible = precision.decide(rates, gaps)
+    assert chosen == picked
+    assert ("bf16" in eligible) == ("bf16" in rates and gaps.get("bf16", 0) <= precision.LOSS_TOLERANCE)
+
+
+def test_a_probe_that_finds_bf16_faster_but_off_falls_back(model, cache, monkeypatch):
+    def fake_probe(paths, config):
+        losses = [7.0, 6.0, 5.0, 4.0]
+        return {"fp32": (100.0, losses), "fp32-onednn": (101.0, losses), "bf16": (500.0, [7.0, 6.0, 5.0, 4.5])}
+    monkeypatch.setattr(precision, "candidates", lambda: ["fp32", "fp32-onednn", "bf16"])
+    monkeypatch.setattr(precision, "probe", fake_probe)
+    n = precision.choose("auto", model.config)
+    assert n.precision == "fp32" and n.eligible == ["fp32", "fp32-onednn"]
+    assert n.loss_gap["bf16"] == pytest.approx(0.5 / 4.0) and n.tokens_per_s["bf16"] == 500.0
+
+
+def test_auto_on_a_gpu_is_bf16_where_it_is_supported(model, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for supported, picked in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
+        n = precision.choose("auto", model.config)
+        assert (n.precision, n.source) == (picked, "gpu")
+
+
+def test_an_unwritable_cache_costs_only_a_note(model, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(blocker / "sub"))
+    assert precision.choose("auto", model.config).source == "measured"
+    assert "could not cache the numerics probe" in capsys.readouterr().out
