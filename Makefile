@@ -240,8 +240,9 @@ round-train: $(VENV)/.installed ## after labeling a round in the app: export all
 test: $(VENV)/.installed chromium postgres ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed ## print the pretraining speed table (project step vs plain eager vs nanoGPT-style)
+bench: $(VENV)/.installed ## print the speed tables: pretraining step per numerics path vs a minimal GPT loop; generation per path
 	$(PY) -m bench.pretrain_step --tcmalloc "$(TCMALLOC)"
+	$(PY) -m bench.generation --model $(RUNS)/sft/model --prompts $(RUNS)/world/prompts_heldout.jsonl
 
 # Engines that need GPUs (FSDP and DeepSpeed run as plain DDP on CPU): the micro chain's training stages once per
 # configs/accelerate file, on every GPU of the machine, then a verdict per engine and stage (tools/gpu_check.py).

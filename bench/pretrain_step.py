@@ -1,21 +1,23 @@
-"""Benchmark: the pretraining step's speed against a plain eager loop and a hand-written eager GPT.
+"""Benchmark: the pretraining step's speed against a plain eager loop and a minimal GPT training loop.
 
-Run:    make bench      (python -m bench.pretrain_step [--steps 15] [--sizes 128x4,192x4,256x6])
+Run:    make bench      (python -m bench.pretrain_step [--steps 8] [--sizes 192x4,256x6])
 
-For each model size (batch 16 x 256 tokens, fp32, all cores) these loops train on random token ids:
-  project   the pretrain stage's own step as `make pretrain` runs it: pretrain.train.train_step with
-            its compiled loss, fused AdamW and oneDNN linear layers (core/onednn.py), through
-            accelerate's Accelerator (one process), under tcmalloc when the Makefile found it
-  proj-mkl  the same step with the linear layers' matmuls left to torch's default BLAS (MKL)
-  proj-libc the same step with the stock allocator (shown only when tcmalloc is used), so each
-            lever's share is visible
-  eager     the same Llama model in a plain loop: no compile, torch's default (unfused) AdamW
-  nanogpt   a hand-written GPT (learned positions, LayerNorm, GELU MLP, SDPA attention) of the same
-            width and depth, eager, default AdamW
+For each model size (batch 16 x 256 tokens, all cores) these loops train on random token ids:
+  proj-<p>   the pretrain stage's own step (pretrain.train.train_step: compiled loss, fused AdamW, through
+             accelerate's Accelerator, one process, tcmalloc when the Makefile found it) in each numerics
+             path p this CPU runs natively: fp32 (MKL), fp32-onednn, bf16 (core/precision.py). The one
+             the stage's probe picks (train.precision: auto) is marked "<- picked": that is what
+             `make pretrain` runs
+  proj-libc  the picked path with the stock allocator (shown only when tcmalloc is used)
+  eager      the same Llama model in a plain loop: fp32, no compile, torch's default (unfused) AdamW
+  nanogpt    a minimal GPT training loop written here (learned positions, LayerNorm, GELU MLP, fused
+             QKV, SDPA attention, tied head) of the same width, depth and FLOPs: fp32 eager, default AdamW,
+             as nanoGPT runs on a CPU (no autocast there)
+  nanogpt-c  the same, its loss torch.compile'd
 Each variant runs in its own process (allocator state from one distorts the next), and the
 variants are interleaved over several rounds; the table shows each one's median. The machine's
-fp32 matmul GFLOP/s (torch.matmul, i.e. MKL, and oneDNN) is measured before and after, because these
-machines are shared: compare the ratios within one run, not absolute numbers across runs.
+matmul GFLOP/s (fp32 by MKL and oneDNN; bf16) is measured before and after, because these machines
+are shared: compare the ratios within one run, not absolute numbers across runs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from core.precision import candidates, choose, cpu_has_bf16, cpu_name
 
 BATCH, SEQ, VOCAB = 16, 256, 2048
 
@@ -59,19 +63,20 @@ class NanoGPT(nn.Module):
         return self.ln_f(x) @ self.wte.weight.T
 
 
-def matmul_gflops(n: int = 1024, reps: int = 20) -> tuple[float, float]:
-    """fp32 GFLOP/s of an n x n matmul by torch.matmul (MKL) and by oneDNN."""
+def matmul_gflops(n: int = 1024, reps: int = 20) -> dict[str, float]:
+    """GFLOP/s of an n x n matmul: fp32 by torch.matmul (MKL) and by oneDNN, bf16 (emulated without AMX /
+    avx512_bf16, so only a few reps there)."""
     from core.onednn import matmul_nt
     a, b = torch.randn(n, n), torch.randn(n, n)
-    out = []
-    for mm in (torch.matmul, matmul_nt):
-        for _ in range(3):
-            mm(a, b)
+    out = {}
+    for name, mm, x, y, r in (("fp32 MKL", torch.matmul, a, b, reps), ("fp32 oneDNN", matmul_nt, a, b, reps),
+                              ("bf16", torch.matmul, a.bfloat16(), b.bfloat16(), reps if cpu_has_bf16() else 1)):
+        mm(x, y)
         t = time.perf_counter()
-        for _ in range(reps):
-            mm(a, b)
-        out.append(2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
-    return tuple(out)
+        for _ in range(r):
+            mm(x, y)
+        out[name] = 2 * n ** 3 * r / (time.perf_counter() - t) / 1e9
+    return out
 
 
 def flops_per_token(n_params_matmul: int, layers: int, d: int) -> float:
@@ -79,38 +84,53 @@ def flops_per_token(n_params_matmul: int, layers: int, d: int) -> float:
     return 6 * n_params_matmul + 12 * layers * d * SEQ
 
 
-def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> dict:
+class _Tok:  # build_model only needs the vocabulary size and special ids
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __len__(self):
+        return VOCAB
+
+
+def bench_model(d: int, layers: int):
     from core.model import ModelConfig, build_model
+    heads = max(2, d // 64)
+    return build_model(ModelConfig(hidden_size=d, intermediate_size=int(8 * d / 3) // 32 * 32, num_layers=layers,
+                                   num_heads=heads, num_kv_heads=heads, max_seq_len=SEQ + 1), _Tok())
+
+
+def cpu_flags() -> set[str]:
+    try:
+        return set(next(x for x in open("/proc/cpuinfo") if x.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> dict:
     from pretrain.train import TrainConfig, lm_loss, make_optimizer, train_step
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     heads = max(2, d // 64)
     accelerator = None
-    if variant == "nanogpt":
+    if variant.startswith("nanogpt"):
         model = NanoGPT(VOCAB, d, layers, heads, SEQ + 1)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
         def loss_fn(m, block):
             return F.cross_entropy(m(block[:, :-1]).flatten(0, 1), block[:, 1:].flatten())
+        if variant == "nanogpt-c":
+            loss_fn = torch.compile(loss_fn)
         embed = model.wte.weight.numel() + model.wpe.weight.numel()
         matmul_params = sum(p.numel() for p in model.parameters()) - embed + model.wte.weight.numel()
     else:
-        class _Tok:  # build_model only needs the vocabulary size and special ids
-            bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-            def __len__(self):
-                return VOCAB
-        model = build_model(ModelConfig(hidden_size=d, intermediate_size=int(8 * d / 3) // 32 * 32, num_layers=layers,
-                                        num_heads=heads, num_kv_heads=heads, max_seq_len=SEQ + 1), _Tok())
+        model = bench_model(d, layers)
         if variant.startswith("proj"):
             from accelerate import Accelerator
 
-            from core.onednn import use_onednn_linear
-            tc = TrainConfig()  # the stage's defaults: compile + fused AdamW + oneDNN linear layers
-            if tc.onednn_linear and variant != "proj-mkl":
-                use_onednn_linear(model)
-            accelerator = Accelerator(cpu=True)
+            from core.precision import apply
+            tc = TrainConfig()  # the stage's defaults: compile + fused AdamW
+            numerics = apply(variant.removeprefix("proj-"), model)
+            accelerator = Accelerator(cpu=True, mixed_precision="bf16" if numerics.bf16 else "no")
             model, opt = accelerator.prepare(model, make_optimizer(model, tc))
             loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss
         else:
@@ -139,9 +159,9 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="pretraining step benchmark")
-    ap.add_argument("--sizes", default="128x4,192x4,256x6", help="comma list of <hidden>x<layers>")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--sizes", default="192x4,256x6", help="comma list of <hidden>x<layers>")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tcmalloc", default="", help="path of libtcmalloc_minimal.so.4 for the project variant")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
@@ -153,15 +173,22 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count())
     before = matmul_gflops()
+    paths = [p for p in candidates() if p != "bf16" or cpu_has_bf16()]
+    picked = {}
+    for size in args.sizes.split(","):  # what the stage's probe picks at each shape (it caches per shape)
+        d, layers = map(int, size.split("x"))
+        picked[f"d{d} L{layers}"] = choose("auto", bench_model(d, layers).config).precision
     runs: dict[tuple[str, str], list[dict]] = {}
-    variants = ("eager", "project", "proj-mkl", "proj-libc", "nanogpt") if args.tcmalloc else ("eager", "project", "proj-mkl", "nanogpt")
+    variants = ["eager", *(f"proj-{p}" for p in paths), *(["proj-libc"] if args.tcmalloc else []), "nanogpt", "nanogpt-c"]
     for r in range(args.rounds):
         for size in args.sizes.split(","):
             for variant in variants:
                 env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-                if variant in ("project", "proj-mkl") and args.tcmalloc:
+                if variant.startswith("proj-") and variant != "proj-libc" and args.tcmalloc:
                     env["LD_PRELOAD"] = args.tcmalloc
-                out = subprocess.run([sys.executable, "-m", "bench.pretrain_step", "--variant", variant, "--sizes", size,
+                d, layers = map(int, size.split("x"))
+                run_as = f"proj-{picked[f'd{d} L{layers}']}" if variant == "proj-libc" else variant
+                out = subprocess.run([sys.executable, "-m", "bench.pretrain_step", "--variant", run_as, "--sizes", size,
                                       "--steps", str(args.steps), "--warmup", str(args.warmup)],
                                      capture_output=True, text=True, check=True, env=env)
                 row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -173,20 +200,30 @@ def main() -> None:
         median = sorted(measured, key=lambda m: m["tok_s"])[len(measured) // 2]
         rows.append({**median, "warmup_s": max(m["warmup_s"] for m in measured)})
 
-    print(f"\nPretraining step, batch {BATCH} x {SEQ} tokens, fp32, {os.cpu_count()} threads, vocab {VOCAB}")
+    flags = sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()})
+    print(f"\nPretraining step on {cpu_name()} ({', '.join(flags)}), batch {BATCH} x {SEQ} tokens, "
+          f"{os.cpu_count()} threads, vocab {VOCAB}")
     print(f"median of {args.rounds} interleaved rounds; warm-up = first {args.warmup} steps incl. compile (worst round)")
-    print(f"machine fp32 matmul (1024^2), GFLOP/s: MKL {before[0]:.0f} before, {after[0]:.0f} after; "
-          f"oneDNN {before[1]:.0f} before, {after[1]:.0f} after")
-    print("(a quiet 2-core box here gives MKL ~200, oneDNN ~400; lower means a busy neighbour)\n")
-    head = f"| {'size':<8} | {'variant':<9} | {'params':>9} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'ms/step':>8} | {'warm-up s':>9} | {'vs eager':>8} |"
+    print("matmul 1024^2, GFLOP/s before / after: " + "; ".join(f"{k} {before[k]:.0f} / {after[k]:.0f}" for k in before))
+    print("(compare ratios within one run: these machines are shared, and absolute rates move with the neighbours)\n")
+    head = (f"| {'size':<8} | {'variant':<22} | {'params':>9} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'ms/step':>8} | "
+            f"{'warm-up s':>9} | {'vs eager':>8} | {'vs nanogpt':>10} |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
-        eager = next(x for x in rows if x["size"] == r["size"] and x["variant"] == "eager")
-        print(f"| {r['size']:<8} | {r['variant']:<9} | {r['params']:>9,} | {r['tok_s']:>9,.0f} | {r['gflops']:>8.1f} | "
-              f"{r['step_ms']:>8.0f} | {r['warmup_s']:>9.1f} | {r['tok_s'] / eager['tok_s']:>7.2f}x |")
-    print(f"\nproject allocator: {'tcmalloc (' + args.tcmalloc + ')' if args.tcmalloc else 'stock (tcmalloc not found)'}")
-    print("goal: project >= 1.2x eager, and project faster than nanogpt at each size")
+        same = {x["variant"]: x["tok_s"] for x in rows if x["size"] == r["size"]}
+        name = r["variant"] + ("  <- picked" if r["variant"] == f"proj-{picked[r['size']]}" else "")
+        nano = max(same["nanogpt"], same["nanogpt-c"])
+        print(f"| {r['size']:<8} | {name:<22} | {r['params']:>9,} | {r['tok_s']:>9,.0f} | {r['gflops']:>8.1f} | "
+              f"{r['step_ms']:>8.0f} | {r['warmup_s']:>9.1f} | {r['tok_s'] / same['eager']:>7.2f}x | "
+              f"{r['tok_s'] / nano:>9.2f}x |")
+    print(f"\nproject allocator: {'tcmalloc (' + args.tcmalloc + ')' if args.tcmalloc else 'stock (tcmalloc not found)'}; "
+          "vs nanogpt = against the faster of nanogpt and nanogpt-c")
+    for size, p in picked.items():  # sizes as the rows name them
+        best = {x["variant"]: x["tok_s"] for x in rows if x["size"] == size}
+        ratio = best[f"proj-{p}"] / max(best["nanogpt"], best["nanogpt-c"])
+        print(f"goal at {size}: the picked step ({p}) >= 1.1x the minimal GPT loop: {ratio:.2f}x "
+              f"{'met' if ratio >= 1.1 else 'NOT met'}")
 
 
 if __name__ == "__main__":

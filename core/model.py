@@ -72,12 +72,17 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32):
 
 
 def to_inference_device(model):
-    """The model on this process's GPU in bf16 when there is one (LOCAL_RANK under a launcher), else as it is
-    (CPU, fp32): for the stages that only run a model (seed, arena, eval, judges, the reward model in PPO).
-    bf16 halves the memory, so that `make eval` holds SFT, one other model and a judge at 7-8B."""
+    """The model on this process's GPU in bf16 when there is one (LOCAL_RANK under a launcher), else on the
+    CPU in fp32, its linear layers through oneDNN where the numerics probe found that faster
+    (core/precision.py): for the stages that only run a model (seed, arena, eval, judges, the reward
+    model in PPO). bf16 halves the memory, so that `make eval` holds SFT, one other model and a judge at 7-8B."""
     if torch.cuda.is_available():
         import os
-        model = model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), dtype=torch.bfloat16)
+        return model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), dtype=torch.bfloat16)
+    from core.onednn import use_onednn_linear
+    from core.precision import inference_kernel
+    if inference_kernel(model) == "fp32-onednn":
+        use_onednn_linear(model)
     return model
 
 

@@ -9,7 +9,7 @@ The arithmetic stays fp32; results differ from MKL's by float rounding only.
 `use_onednn_linear(model)` switches the bias-free nn.Linear modules of a model in place (all of a
 Llama's); parameters, state dicts and saved checkpoints are unchanged. It changes nothing on a machine
 with a GPU (the model is still on the CPU when the stages call it), for non-fp32 weights, or without
-oneDNN; leave it off under bf16 autocast, which does not cast a custom op's inputs.
+oneDNN. Under bf16 autocast, which does not cast a custom op's inputs, a switched layer is a plain linear.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class OneDNNLinear(torch.nn.Linear):
     """nn.Linear (no bias) whose matmuls run in oneDNN; same parameters and state dict."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):  # bf16 autocast casts F.linear's inputs, not a custom op's
+            return torch.nn.functional.linear(x, self.weight)
         return matmul_nt(x, self.weight)
 
 

@@ -226,3 +226,13 @@ def apply(requested: str, *models) -> Numerics:
     if is_main():
         print(numerics.line())
     return numerics
+
+
+def inference_kernel(model) -> str:
+    """The fp32 kernel a CPU runs inference in: the probe's pick for this shape (cached after training,
+    else a ~1 s probe) with bf16 left out, since bf16 changes greedy answers. fp32 and fp32-onednn
+    differ by float rounding only (`make bench` prints the answers both give)."""
+    n = choose("auto", model.config)
+    if n.source == "gpu":
+        return "fp32"
+    return decide({p: r for p, r in n.tokens_per_s.items() if p != "bf16"}, n.loss_gap)[0]

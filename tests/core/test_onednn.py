@@ -63,3 +63,14 @@ def test_switch_leaves_bf16_models_gpu_machines_and_biased_layers_alone(tokenize
         assert use_onednn_linear(build_model(cfg, tokenizer)) == 0
     biased = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8, bias=False))
     assert use_onednn_linear(biased) == 1 and type(biased[0]) is torch.nn.Linear
+
+
+def test_a_switched_layer_under_bf16_autocast_is_a_plain_linear():
+    layer = torch.nn.Linear(32, 16, bias=False)
+    x = torch.randn(64, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = layer(x)
+        use_onednn_linear(torch.nn.Sequential(layer))
+        assert type(layer) is OneDNNLinear
+        out = layer(x)
+    assert out.dtype == ref.dtype == torch.bfloat16 and torch.equal(out, ref)

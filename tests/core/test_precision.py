@@ -106,3 +106,17 @@ def test_an_unwritable_cache_costs_only_a_note(model, tmp_path, monkeypatch, cap
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(blocker / "sub"))
     assert precision.choose("auto", model.config).source == "measured"
     assert "could not cache the numerics probe" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rates, switched", [
+    ({"fp32": 100.0, "fp32-onednn": 200.0}, True),
+    ({"fp32": 100.0, "fp32-onednn": 90.0}, False),
+    ({"fp32": 100.0, "fp32-onednn": 150.0, "bf16": 400.0}, True),   # bf16 trains faster; inference stays fp32
+])
+def test_inference_runs_the_faster_fp32_kernel_of_the_probe(model, cache, monkeypatch, rates, switched):
+    from core.model import to_inference_device
+    monkeypatch.setattr(precision, "candidates", lambda: list(rates))
+    monkeypatch.setattr(precision, "probe", lambda paths, config: {p: (rates[p], [7.0, 6.0]) for p in paths})
+    to_inference_device(model)
+    assert any(isinstance(m, OneDNNLinear) for m in model.modules()) == switched
+    assert next(model.parameters()).dtype == torch.float32
