@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import os
 import re
 import statistics
 import sqlite3
@@ -56,6 +57,16 @@ ROLES = ("admin", "annotator")
 CHOICES = ("a", "b", "tie", "both_bad")
 FLAGS = ("unsafe", "nonsense")
 MAX_CORRECTION_CHARS = 4000
+MIN_PASSWORD_CHARS = 8
+# Passwords that guessing lists try first; refused at creation and reset whatever their length.
+COMMON_PASSWORDS = frozenset("""
+password password1 password12 password123 passw0rd p@ssw0rd p@ssword 12345678 123456789 1234567890 87654321
+11111111 00000000 12341234 11223344 qwertyui qwerty12 qwerty123 qwertyuiop 1q2w3e4r 1qaz2wsx zaq12wsx asdfghjk
+asdf1234 abcd1234 abc12345 abcdefgh iloveyou iloveyou1 sunshine princess football baseball basketball superman
+batman123 starwars trustno1 letmein1 letmeinplease welcome1 welcome123 whatever dragon12 monkey12 shadow12
+master12 michael1 jennifer charlie1 changeme changeme1 admin123 administrator default1 secret12 computer
+internet freedom1 loveyou1 hello123 hellohello test1234 testtest guest123 labeling annotator annotate
+""".split())
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotators (
@@ -266,6 +277,16 @@ class Shown:
     texts: list[str]
 
 
+def check_password(name: str, password: str) -> None:
+    """A one-line error for a password a guessing list would find early."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise StoreError(f"password: use at least {MIN_PASSWORD_CHARS} characters")
+    if password.lower() == name.lower():
+        raise StoreError("password: must not be the account's own name")
+    if password.lower() in COMMON_PASSWORDS or len(set(password)) < 3:
+        raise StoreError("password: that is one of the most common passwords; choose another (a few unrelated words work)")
+
+
 def _now() -> float:
     return time.time()
 
@@ -358,8 +379,7 @@ class Store:
             raise StoreError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise StoreError(f"user name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
-        if len(password) < 8:
-            raise StoreError("password: use at least 8 characters")
+        check_password(name, password)
         try:
             with self._tx() as db:
                 return db.execute("INSERT INTO annotators (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
@@ -368,21 +388,25 @@ class Store:
             raise StoreError(f"user {name!r} already exists") from None
 
     def set_password(self, name: str, password: str) -> None:
-        if len(password) < 8:
-            raise StoreError("password: use at least 8 characters")
+        check_password(name, password)
         with self._tx() as db:
             if not db.execute("UPDATE annotators SET password_hash = ? WHERE name = ?",
                               (self._hasher.hash(password), name)).rowcount:
                 raise StoreError(f"no user {name!r}")
 
     def verify(self, name: str, password: str) -> bool:
+        """Whether the password is the account's. An unknown account costs one argon2 verification too
+        (against a hash of nothing anyone knows), so the time taken does not tell which accounts exist."""
         row = self._db().execute("SELECT password_hash FROM annotators WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return False
         try:
-            return self._hasher.verify(row["password_hash"], password)
+            return self._hasher.verify(row["password_hash"] if row else self._dummy_hash(), password) and row is not None
         except (VerifyMismatchError, InvalidHashError):
             return False
+
+    def _dummy_hash(self) -> str:
+        if not hasattr(self, "_dummy"):
+            self._dummy = self._hasher.hash(os.urandom(16).hex())
+        return self._dummy
 
     def annotator(self, name: str) -> dict | None:
         row = self._db().execute("SELECT id, name, role FROM annotators WHERE name = ?", (name,)).fetchone()

@@ -111,6 +111,49 @@ def test_accounts_store_argon2_hashes_and_verify_passwords(label_db):
     assert store.verify("ann", "battery staple")
 
 
+@pytest.mark.parametrize("name, password, msg", [
+    ("ann", "short", "at least 8 characters"),
+    ("annabelle", "AnnaBelle", "own name"),
+    ("ann", "password1", "most common passwords"),
+    ("ann", "Qwertyuiop", "most common passwords"),
+    ("ann", "aaaaaaaaaaaa", "most common passwords"),
+])
+def test_weak_passwords_are_refused_at_creation_and_reset(label_db, name, password, msg):
+    store = Store(label_db)
+    with pytest.raises(StoreError, match=msg):
+        store.add_annotator(name, password)
+    store.add_annotator(name, "plum kettle orbit")
+    with pytest.raises(StoreError, match=msg):
+        store.set_password(name, password)
+    assert store.verify(name, "plum kettle orbit")
+
+
+def test_a_weak_label_password_is_refused_by_make_user(label_db, monkeypatch, capsys):
+    from labeling_ui import users
+    monkeypatch.setenv("LABEL_PASSWORD", "12345678")
+    with pytest.raises(SystemExit) as e:
+        users.main(["--db", str(label_db), "add", "zoe"])
+    assert e.value.code == 2 and "most common passwords" in capsys.readouterr().err
+    assert Store(label_db).annotator("zoe") is None
+
+
+def test_an_unknown_account_takes_as_long_to_refuse_as_a_wrong_password(label_db):
+    import statistics
+    store = Store(label_db)
+    store.add_annotator("ann", "plum kettle orbit")
+    store.verify("nobody", "warm-up")
+
+    def median_ms(name: str) -> float:
+        times = []
+        for i in range(20):
+            t = time.perf_counter()
+            assert not store.verify(name, f"guess {i}")
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times)
+    known, unknown = median_ms("ann"), median_ms("nobody")
+    assert abs(known - unknown) <= 0.25 * known, (known, unknown)
+
+
 def test_reward_margins_drive_active_sampling(label_db):
     store = fill_store(label_db, n_prompts=6)
     pair_items = [i for i in store.items() if i["kind"] == "pair"]
