@@ -58,14 +58,16 @@ EVAL_PROMPTS ?= $(RUNS)/world/prompts_heldout.jsonl
 JUDGE       ?=
 PREFS_DONE  := $(if $(filter hf:%,$(PREFS_TRAIN)),,$(RUNS)/prefs/DONE)
 
-.PHONY: gpu-check bench-control bench-seeds bench-active round round-train help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
+.PHONY: gpu-check bench-control bench-seeds bench-active round round-train report help install tcmalloc chromium postgres all world pretrain sft sample inspect seed label label-auto export user reward dpo ppo rloo align test bench \
 	bench-label bench-playground arena-seed arena-auto eval clean distclean
 
-help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+help: ## list the targets, grouped
+	@awk -F':.*## ' '/^##@ /{printf "\n%s\n", substr($$0, 5)} /^[a-z-]+:.*## /{printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
 	@echo "  (SCALE=tiny|gpu picks configs/<scale>/ and runs/<scale>/; ARGS='train.max_steps=10' overrides knobs of the stage you name;"
 	@echo "   NPROC=8 DIST=ddp|fsdp|zero2|zero3 runs training stages under accelerate launch; DB=postgresql://... for a team's label store)"
 
+##@ Set-up (make all and make test run what they need themselves)
 install: $(VENV)/.installed ## create .venv and install the pinned dependencies
 
 $(VENV)/.installed: pyproject.toml
@@ -94,7 +96,9 @@ postgres: ## install Debian's postgresql if missing (the store's PostgreSQL test
 		(apt-get install -y -qq postgresql || { apt-get update -qq && apt-get install -y -qq postgresql; }) >/dev/null 2>&1; \
 	fi; ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "error: postgresql is missing and could not be installed: apt-get install postgresql" >&2; exit 1; }
 
-all: $(RUNS)/eval/DONE ## run the whole chain on the default world: world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo, ppo -> arena -> eval
+##@ The chain (make all runs world -> pretrain -> sft -> seed -> label-auto -> export -> reward, dpo, ppo -> arena -> eval)
+all: $(RUNS)/eval/DONE ## run the whole chain on the default world, then print what it found
+	@$(PY) -m rlhf.report --runs $(RUNS) --eval $(RUNS)/eval --summary
 
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
 $(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
@@ -121,6 +125,7 @@ $(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/genera
 
 STAGE  ?= sft
 PROMPT ?= Tell me a story about Tom, a dog and the park.
+##@ Look inside a model
 sample: $(VENV)/.installed ## print completions of STAGE's model for PROMPT (ARGS='--temperature 0.8 -n 3 --show-top 10')
 	$(PY) -m tools.sample --model $(RUNS)/$(STAGE)/model --prompt "$(PROMPT)" $(if $(filter pretrain,$(STAGE)),--raw) $(ARGS)
 
@@ -139,6 +144,7 @@ LABEL := $(CFG)/label.yaml
 # retrained SFT does not silently start a new round; `rm $(RUNS)/seed/DONE && make seed` does.
 REWARD_MODEL := $(wildcard $(RUNS)/reward/model/config.json)
 SEED_MODEL ?= $(RUNS)/sft/model
+##@ Labeling
 seed: $(RUNS)/seed/DONE ## generate k candidates per training prompt from the SFT policy into the label store
 $(RUNS)/seed/DONE: $(LABEL) labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/sft/DONE
 	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(SEED_MODEL) --prompts "$(PROMPTS)" \
@@ -164,6 +170,7 @@ export: $(VENV)/.installed ## write preference pairs + corrections from the labe
 	$(EXPORT)
 
 # ---------------------------------------------------------------- alignment
+##@ Reward model and alignment
 reward: $(RUNS)/reward/DONE ## train the reward model on the exported preference pairs (starts from the SFT model)
 $(RUNS)/reward/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
 	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
@@ -193,6 +200,7 @@ align: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward model, DP
 # The arena: base (the pretrained model), SFT and the aligned models answer the same held-out prompts.
 ARENA_MODELS = --model base=$(RUNS)/pretrain/model --model sft=$(RUNS)/sft/model --model dpo=$(RUNS)/dpo/model \
 	--model ppo=$(RUNS)/ppo/model $(if $(wildcard $(RUNS)/rloo/DONE),--model rloo=$(RUNS)/rloo/model)
+##@ Evaluation
 arena-seed: $(RUNS)/arena-seed/DONE ## the models answer the same held-out prompts, for blind votes in the app's Arena tab
 $(RUNS)/arena-seed/DONE: $(RUNS)/pretrain/DONE $(RUNS)/sft/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE labeling_ui/arena.py
 	$(PY) -m labeling_ui.arena seed --config $(LABEL) --db $(DB) --prompts "$(EVAL_PROMPTS)" \
@@ -209,12 +217,16 @@ $(RUNS)/arena/votes.jsonl: $(RUNS)/arena-auto/DONE
 
 EVAL_DONE := $(RUNS)/eval/DONE
 $(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(CFG)/eval.yaml \
-		rlhf/evaluate.py core/compare.py core/ratings.py
+		rlhf/evaluate.py rlhf/report.py core/compare.py core/ratings.py
 	$(PY) -m rlhf.evaluate --config $(CFG)/eval.yaml --runs $(RUNS) --world $(RUNS)/world --votes $(RUNS)/arena/votes.jsonl \
 		--prompts "$(EVAL_PROMPTS)" --out $(RUNS)/eval $(if $(JUDGE),judge.path=$(JUDGE)) $(call args,eval $(EVAL_DONE))
 eval: $(RUNS)/arena-auto/DONE ## the report card: every model vs SFT, reward model, arena ratings, curves, provenance
 	$(ARENA_EXPORT)
 	@$(MAKE) --no-print-directory $(EVAL_DONE)
+report: $(VENV)/.installed ## re-render the report card from eval's figures and the current arena votes (no models loaded)
+	@test -f $(RUNS)/eval/metrics.json || { echo "error: $(RUNS)/eval/metrics.json: nothing measured yet; run make eval" >&2; exit 2; }
+	$(ARENA_EXPORT)
+	$(PY) -m rlhf.report --runs $(RUNS) --eval $(RUNS)/eval --votes $(RUNS)/arena/votes.jsonl
 
 # ---------------------------------------------------------------- rounds: label -> align -> relabel
 # A round seeds new candidates from the newest aligned policy (or POLICY=dpo|ppo|rloo), gets them labeled,
@@ -223,6 +235,7 @@ POLICY ?=
 AUTO   ?= 0
 NEWEST_POLICY = $(if $(POLICY),$(RUNS)/$(POLICY),$(patsubst %/DONE,%,$(firstword $(shell ls -t $(wildcard \
 	$(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(RUNS)/rloo/DONE) 2>/dev/null))))
+##@ More rounds
 round: $(RUNS)/eval/DONE ## one more labeling round from the newest aligned policy; AUTO=1: scripted labels, retrain, eval
 	@test -f "$(NEWEST_POLICY)/DONE" || { echo "error: no finished aligned policy $(or $(NEWEST_POLICY),under $(RUNS)): run make all (or make $(or $(POLICY),dpo))" >&2; exit 2; }
 	rm -f $(RUNS)/seed/DONE $(RUNS)/label-auto/DONE
@@ -237,6 +250,7 @@ round-train: $(VENV)/.installed ## after labeling a round in the app: export all
 	$(EXPORT)
 	@$(MAKE) --no-print-directory eval -o $(RUNS)/label-auto/DONE -o $(RUNS)/seed/DONE
 
+##@ Tests and benchmarks
 test: $(VENV)/.installed chromium postgres ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest
 
@@ -299,6 +313,7 @@ bench-seeds: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward mod
 		--out $$d/ppo seed=$$s || exit 1; set +x; done
 	$(PY) -m bench.control seeds --runs $(RUNS) --seeds-dir $(RUNS)/seeds
 
+##@ Clean-up
 clean: ## delete runs/ (model artifacts); never touches data/ (labels)
 	rm -rf runs
 

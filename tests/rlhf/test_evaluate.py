@@ -9,7 +9,7 @@ import torch
 
 from core.annotator import compare_answers
 from core.config import UserError, load_config
-from rlhf import evaluate
+from rlhf import evaluate, report
 
 
 def test_distinct_n_on_hand_made_answers():
@@ -46,17 +46,17 @@ def test_corpus_perplexity_is_the_exponent_of_the_models_own_loss(base_model_dir
 def test_report_renders_markdown_and_self_contained_html(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
-    rep = evaluate.Report("R")
+    rep = report.Report("R")
     rep.h2("Section")
     rep.table(["model", "answer"], [["sft", "<script>x</script> | pipe"]])
-    png = evaluate.plot(tmp_path / "p.png", evaluate.win_rate_figure([("dpo", 0.6, 0.5, 0.7)], 0.62, "t"))
+    png = report.plot(tmp_path / "p.png", report.win_rate_figure([("dpo", 0.6, 0.5, 0.7)], 0.62, "t"))
     rep.image(png, "a plot")
     md, page = rep.markdown(tmp_path), rep.html()
     assert "## Section" in md and "\\| pipe" in md and "![a plot](p.png)" in md
     assert "&lt;script&gt;" in page and "<script>x" not in page and page.count("data:image/png;base64,") == 1
 
 
-def test_report_from_a_partial_chain_says_what_is_missing(tmp_path, base_model_dir, world_dir):
+def test_report_from_a_partial_chain_says_what_is_missing(tmp_path, base_model_dir, world_dir, monkeypatch):
     runs = tmp_path / "runs"
     for stage in ("pretrain", "sft"):
         shutil.copytree(base_model_dir, runs / stage / "model")
@@ -66,10 +66,22 @@ def test_report_from_a_partial_chain_says_what_is_missing(tmp_path, base_model_d
     assert m["models"] == ["base", "sft"] and m["missing"] == ["dpo (make dpo)", "ppo (make ppo)", "rloo (make rloo)"]
     base = m["per_model"]["base"]["decodings"]["greedy, max_new_tokens=6"]["vs_sft"]
     assert (base["win_rate"], base["ties"]) == (0.5, 8)            # the same weights: the same answers
-    report = (tmp_path / "eval" / "report.md").read_text()
-    assert "Not built yet: dpo (make dpo), ppo (make ppo), rloo (make rloo)" in report
-    assert "No reward model yet" in report and "No arena votes yet" in report
+    page = (tmp_path / "eval" / "report.md").read_text()
+    assert "Not built yet: dpo (make dpo), ppo (make ppo), rloo (make rloo)" in page
+    assert "No reward model yet" in page and "No arena votes yet" in page
     assert (tmp_path / "eval" / "DONE").exists() and (tmp_path / "eval" / "plots" / "training_curves.png").exists()
+    assert page.splitlines()[2] == "**Did alignment help? Not measured yet: no aligned model has finished (make dpo, make ppo).**"
+
+    # `make report`: the same report again from metrics.json alone, with no model in reach
+    import json
+    monkeypatch.setattr("core.model.load_causal_lm", lambda *a, **k: pytest.fail("rendering must not load a model"))
+    (tmp_path / "eval" / "report.md").unlink()
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    report.render(saved, runs, tmp_path / "eval", None)
+    assert (tmp_path / "eval" / "report.md").read_text() == page
+    lines = report.summary(saved, runs, tmp_path / "eval")
+    assert len(lines) <= 15 and lines[0].startswith("Did alignment help?")
+    assert any("report.html" in x for x in lines) and any("make label" in x for x in lines)
     shutil.rmtree(runs / "sft")
     with pytest.raises(UserError, match="no finished SFT model"):
         evaluate.main(cfg, str(runs), str(world_dir), str(tmp_path / "eval2"))
@@ -111,3 +123,52 @@ def test_report_on_outside_prompts_with_a_reward_model_judge(tmp_path, base_mode
     assert m["per_model"]["base"]["decodings"]["greedy, max_new_tokens=6"]["vs_sft"]["ties"] == 3  # same weights
     report = (tmp_path / "eval" / "report.md").read_text()
     assert f"Judge: reward model {rm}" in report and "length-controlled" in report and "Ceiling" not in report
+
+
+def _metrics(wins: dict, ceiling=0.9, losses=(30, 120)):
+    """eval metrics.json as evaluate.main writes it, for the parts the verdict and the summary read."""
+    names = ["temperature=0.7, max_new_tokens=64", "greedy, max_new_tokens=64"]
+    per_model = {"sft": {"decodings": {n: {"losses_to_reference": {"losses_capability": losses[0],
+                                                                    "losses_preference": losses[1]}} for n in names},
+                         "heldout_perplexity": 1.8}}
+    for m, (w, lo, hi) in wins.items():
+        per_model[m] = {"decodings": {n: {"vs_sft": {"win_rate": w, "ci95": [lo, hi]}} for n in names},
+                        "heldout_perplexity": 1.9}
+    return {"prompts": 200, "models": list(per_model), "per_model": per_model,
+            "ceiling": {n: ceiling for n in names} if ceiling else {},
+            "decodings": [{"name": n, "temperature": t} for n, t in zip(names, (0.7, 0.0))]}
+
+
+@pytest.mark.parametrize("wins, answer", [
+    ({"dpo": (0.82, 0.777, 0.86), "ppo": (0.877, 0.843, 0.91)}, "Yes"),
+    ({"dpo": (0.51, 0.49, 0.53)}, "No"),
+    ({"dpo": (0.40, 0.35, 0.45), "ppo": (0.70, 0.65, 0.75)}, "Partly"),
+])
+def test_the_report_opens_with_one_sentence_that_answers_with_the_numbers(wins, answer):
+    text = report.verdict(_metrics(wins))
+    assert text.startswith(f"Did alignment help? {answer}: against SFT on 200 held-out prompts at temperature=0.7")
+    best = max(wins, key=lambda m: wins[m][0])
+    w, lo, hi = wins[best]
+    assert f"{best.upper()} won {report.pct(w)} ({100 * lo:.1f}-{100 * hi:.1f})" in text
+    assert "ceiling (the reference answers against SFT) is 90.0 %" in text
+    assert "15.0 % of prompts for capability" in text and "60.0 % for preference" in text
+    assert text.count(".") >= 1 and "\n" not in text
+
+
+def test_the_make_all_summary_is_short_and_names_the_control_and_the_next_steps(tmp_path):
+    import json
+    runs = tmp_path / "runs"
+    for stage, m in (("reward", {"test": {"accuracy": 0.783}, "pairs": {"test": 351}, "label_ceiling": 0.909,
+                                 "annotator_agreement_on_test_pairs": 0.91, "wall_time_s": 67.0}),
+                     ("pretrain", {"wall_time_s": 365.0}), ("control/dpo", {"vs_sft": {
+                         "temperature=0.7, max_new_tokens=64": {"win_rate": 0.487},
+                         "greedy, max_new_tokens=64": {"win_rate": 0.507}}})):
+        (runs / stage).mkdir(parents=True)
+        (runs / stage / "metrics.json").write_text(json.dumps(m))
+    lines = report.summary(_metrics({"dpo": (0.82, 0.777, 0.86), "ppo": (0.877, 0.843, 0.91)}), runs, tmp_path / "eval")
+    text = "\n".join(lines)
+    assert len(lines) <= 15 and lines[0].startswith("Did alignment help? Yes")
+    assert "DPO vs SFT" in text and "PPO vs SFT" in text and "ceiling" in text and "DPO 48.7 %" in text
+    assert "78.3 % held-out pair accuracy on 351 pairs; label ceiling 90.9 %" in text
+    assert "pretrain 365 s" in text and "reward 67 s" in text and "7 min 12 s in all" in text
+    assert str(tmp_path / "eval" / "report.html") in text and "make round AUTO=1" in text
