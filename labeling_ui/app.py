@@ -17,6 +17,7 @@ completion is displayed as text, never rendered.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import importlib.util
 import os
 import sys
@@ -212,6 +213,13 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
             return f"Not created: {e}"
         return f"Created {role} {name.strip()}."
 
+    def unlock_user(name, request: gr.Request):
+        require_admin(request)
+        name = (name or "").strip()
+        done = f"{name} unlocked." if store.unlock(name) else f"{name} was not locked."
+        waiting = [f"{r['name']} ({r['failures']} wrong{', locked' if r['locked'] else ''})" for r in store.login_status()]
+        return done + (" Still failing logins: " + ", ".join(waiting) if waiting else "")
+
     def run_export(request: gr.Request):
         require_admin(request)
         if not export_out or not db_path:
@@ -301,6 +309,10 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
                     new_role = gr.Radio(["annotator", "admin"], value="annotator", label="role")
                     new_btn = gr.Button("Create account")
                     new_status = gr.Textbox(label="Status", interactive=False)
+                with gr.Row():
+                    lock_name = gr.Textbox(label="user name (locked after too many wrong passwords)")
+                    unlock_btn = gr.Button("Unlock")
+                    unlock_status = gr.Textbox(label="Logins", interactive=False)
                 export_btn = gr.Button("Export preferences and corrections", elem_id="btn-export")
                 export_status = gr.Textbox(label="Export", interactive=False)
 
@@ -321,6 +333,7 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
                        api_name="dashboard")
         new_btn.click(add_user, [new_name, new_pw, new_role], new_status, api_name="add_user")
         export_btn.click(run_export, None, export_status, api_name="export")
+        unlock_btn.click(unlock_user, [lock_name], unlock_status, api_name="unlock")
         demo.load(start, None, [header, admin_tab, pair_item, pair_prompt, resp_a, resp_b, pair_status,
                                 rank_item, rank_prompt, *rank_boxes, *rank_radios, rank_status],
                   api_name="start", concurrency_limit=limit)
@@ -363,9 +376,35 @@ def main(argv: list[str] | None = None) -> None:
     _trim_gradio_per_event_cost()
     demo = build_app(store, cfg, args.export_out, args.db, models)
     demo.queue(default_concurrency_limit=cfg.app.concurrency)
-    demo.launch(server_name=cfg.app.host, server_port=cfg.app.port, auth=store.verify,
+    from starlette.middleware import Middleware
+
+    async def login(name: str, password: str) -> bool:
+        # argon2 in a worker thread: gradio awaits the login in its event loop, which would stall every page
+        import anyio
+        address = CLIENT_ADDRESS.get()
+        return await anyio.to_thread.run_sync(store.login, name, password, address, cfg.app.login)
+
+    demo.launch(server_name=cfg.app.host, server_port=cfg.app.port, auth=login,
                 auth_message="Log in with the account your admin created for you.", head=SHORTCUTS,
-                show_error=True, quiet=False, footer_links=[], max_threads=max(40, cfg.app.concurrency + 8))
+                show_error=True, quiet=False, footer_links=[], max_threads=max(40, cfg.app.concurrency + 8),
+                app_kwargs={"middleware": [Middleware(ClientAddress)]})
+
+
+CLIENT_ADDRESS = contextvars.ContextVar("client_address", default="unknown")
+
+
+class ClientAddress:
+    """ASGI middleware: the connecting client's address, for the login throttle (gradio's login hook gets only the
+    name and password). Behind a reverse proxy this is the proxy's address, so the per-address count then
+    throttles everyone together, and the per-account count still holds."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("client"):
+            CLIENT_ADDRESS.set(scope["client"][0])
+        await self.app(scope, receive, send)
 
 
 if __name__ == "__main__":

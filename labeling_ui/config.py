@@ -9,6 +9,7 @@ from core.annotator import PERSONAS
 from core.config import UserError
 from core.data import PromptSource
 from core.judges import JudgeSettings
+from labeling_ui.store import LoginPolicy
 
 
 @dataclass
@@ -45,6 +46,7 @@ class AppSettings:
     active_sampling: bool = False      # true: items an RM ensemble disagrees on first (reward ensemble > 1), else smallest margin
     lease_s: float = 1800.0            # an assigned item is reserved this long for its annotator
     concurrency: int = 32              # submits handled at once (SQLite serialises the writes themselves)
+    login: LoginPolicy = field(default_factory=LoginPolicy)  # throttled logins: waits, then a lock (labeling_ui/store.py)
 
 
 @dataclass

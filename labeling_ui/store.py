@@ -165,6 +165,16 @@ CREATE TABLE IF NOT EXISTS arena_votes (
     UNIQUE (annotator_id, pair_key),
     CHECK (left_answer <> right_answer)
 );
+CREATE TABLE IF NOT EXISTS login_failures (   -- wrong passwords, per account and per client address
+    id      INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,              -- "account:<name>" or "address:<client address>"
+    at      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_locks (      -- accounts refused until an admin unlocks them
+    subject   TEXT PRIMARY KEY,
+    locked_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_subject ON login_failures (subject, at);
 CREATE INDEX IF NOT EXISTS arena_answers_current ON arena_answers (current, prompt_id);
 CREATE INDEX IF NOT EXISTS arena_votes_pair ON arena_votes (pair_key);
 CREATE INDEX IF NOT EXISTS judgments_by_annotator ON judgments (annotator_id);
@@ -275,6 +285,15 @@ class Shown:
     prompt: dict
     candidate_ids: list[int]
     texts: list[str]
+
+
+@dataclass
+class LoginPolicy:
+    max_failures: int = 5               # wrong passwords at one account before it waits
+    max_failures_per_address: int = 20  # wrong passwords from one client address, any accounts, before it waits
+    window_s: float = 900.0             # the first wait; it doubles with each further max_failures
+    lock_after: int = 20                # wrong passwords before an account is locked until an admin unlocks it
+    forget_s: float = 86400.0           # failures older than this no longer count
 
 
 def check_password(name: str, password: str) -> None:
@@ -402,6 +421,57 @@ class Store:
             return self._hasher.verify(row["password_hash"] if row else self._dummy_hash(), password) and row is not None
         except (VerifyMismatchError, InvalidHashError):
             return False
+
+    def login(self, name: str, password: str, address: str, policy: "LoginPolicy") -> bool:
+        """The app's login. A subject (the account, the client address) with `policy.max_failures` wrong
+        passwords (`max_failures_per_address` for an address) since its last successful login, within
+        `policy.forget_s`, is refused without running argon2
+        until `policy.window_s` after its last failure, a wait that doubles with each further `max_failures`;
+        an account with `policy.lock_after` is locked until an admin unlocks it. Refusals look like wrong
+        passwords and are not counted, so a burst of guesses costs the server almost nothing. The counts live
+        in the store, so every app worker sees them."""
+        subjects = [f"account:{name}", f"address:{address}"]
+        now = _now()
+        db = self._db()
+        if db.execute("SELECT 1 FROM login_locks WHERE subject = ?", (subjects[0],)).fetchone():
+            return False
+        for subject, most in zip(subjects, (policy.max_failures, policy.max_failures_per_address)):
+            row = db.execute("SELECT count(*) AS n, max(at) AS last FROM login_failures WHERE subject = ? AND at > ?",
+                             (subject, now - policy.forget_s)).fetchone()
+            if row["n"] >= most and now < row["last"] + policy.window_s * 2 ** (row["n"] // most - 1):
+                return False
+        ok = self.verify(name, password)
+        with self._tx() as tx:
+            if ok:
+                tx.execute("DELETE FROM login_failures WHERE subject IN (?, ?) OR at <= ?",
+                           (*subjects, now - policy.forget_s))
+                return True
+            for subject in subjects:
+                tx.execute("INSERT INTO login_failures (subject, at) VALUES (?, ?)", (subject, now))
+            n = tx.execute("SELECT count(*) FROM login_failures WHERE subject = ? AND at > ?",
+                           (subjects[0], now - policy.forget_s)).fetchone()[0]
+            if n >= policy.lock_after and self.annotator(name) is not None:
+                tx.execute("INSERT INTO login_locks (subject, locked_at) VALUES (?, ?) ON CONFLICT (subject) DO NOTHING",
+                           (subjects[0], now))
+        return False
+
+    def unlock(self, name: str) -> bool:
+        """Lift an account's lock and forget its failed logins; False when it was neither locked nor throttled."""
+        with self._tx() as db:
+            locks = db.execute("DELETE FROM login_locks WHERE subject = ?", (f"account:{name}",)).rowcount
+            fails = db.execute("DELETE FROM login_failures WHERE subject = ?", (f"account:{name}",)).rowcount
+        return bool(locks or fails)
+
+    def login_status(self) -> list[dict]:
+        """Accounts with failed logins since their last success, and whether each is locked (the admin tab)."""
+        db = self._db()
+        locked = {r["subject"] for r in db.execute("SELECT subject FROM login_locks")}
+        rows = db.execute("SELECT subject, count(*) AS n, max(at) AS last FROM login_failures "
+                          "WHERE subject LIKE 'account:%' GROUP BY subject ORDER BY subject").fetchall()
+        names = {r["subject"] for r in rows} | locked
+        by = {r["subject"]: r for r in rows}
+        return [{"name": s.split(":", 1)[1], "failures": by[s]["n"] if s in by else 0,
+                 "last_failure": by[s]["last"] if s in by else None, "locked": s in locked} for s in sorted(names)]
 
     def _dummy_hash(self) -> str:
         if not hasattr(self, "_dummy"):

@@ -1,8 +1,9 @@
-"""Accounts of the labeling app: create, list, reset passwords (passwords are stored as argon2 hashes).
+"""Accounts of the labeling app: create, list, reset passwords (stored as argon2 hashes), lift login locks.
 
 Run:    make user NAME=alice ROLE=annotator          (asks for the password twice)
+        make user NAME=alice UNLOCK=1                (after too many wrong passwords)
         python -m labeling_ui.users --db data/labels_tiny.db add alice --role admin
-        python -m labeling_ui.users --db data/labels_tiny.db list | passwd alice
+        python -m labeling_ui.users --db data/labels_tiny.db list | passwd alice | unlock alice
 The password comes from the environment variable LABEL_PASSWORD when set (scripts), else from a prompt.
 """
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list", help="list accounts")
     pw = sub.add_parser("passwd", help="set a new password")
     pw.add_argument("name")
+    un = sub.add_parser("unlock", help="lift a login lock (too many wrong passwords) and forget the failures")
+    un.add_argument("name")
     args = parser.parse_args(argv)
     try:
         store = Store(args.db)
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.cmd == "passwd":
             store.set_password(args.name, _password())
             print(f"password of {args.name} changed")
+        elif args.cmd == "unlock":
+            print(f"{args.name} unlocked" if store.unlock(args.name) else f"{args.name} was not locked")
         else:
             for a in store.annotators():
                 print(f"{a['name']:24s} {a['role']}")

@@ -5,6 +5,8 @@ import re
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 
 from gradio_client import Client
 
@@ -64,3 +66,32 @@ def test_acknowledged_judgments_survive_kill_9(label_db):
         c = Client(url, auth=("ann0", PASSWORDS.get("ann0", "ann0-password")), verbose=False)
         assert c.predict(api_name="/start")[0].startswith("Signed in as **ann0**")
         assert SAVED.search(c.predict([], "", api_name="/vote_b")[-1])
+
+
+def test_fifty_wrong_logins_through_the_app_wait_without_argon2_and_others_log_in(tmp_path):
+    import statistics
+    import urllib.parse
+
+    db = tmp_path / "labels.db"
+    fill_store(db)
+
+    def login(url: str, name: str, password: str) -> tuple[int, float]:
+        body = urllib.parse.urlencode({"username": name, "password": password}).encode()
+        t = time.perf_counter()
+        try:
+            code = urllib.request.urlopen(urllib.request.Request(f"{url}/login", data=body), timeout=10).status
+        except urllib.error.HTTPError as e:
+            code = e.code
+        return code, time.perf_counter() - t
+
+    with running_app(db, None, "app.login.window_s=3") as (url, _):
+        tries = [login(url, "alice", f"guess {i}") for i in range(50)]
+        assert all(code == 400 for code, _ in tries)                       # one answer for every refusal
+        first, later = statistics.median(t for _, t in tries[:5]), statistics.median(t for _, t in tries[10:])
+        assert later < first / 2, (first, later)                          # refused before argon2
+        assert login(url, "bob", "bob-password")[0] == 200
+        assert login(url, "alice", "alice-password")[0] == 400            # still waiting
+        time.sleep(3.2)
+        assert login(url, "alice", "alice-password")[0] == 200
+    store = Store(db)
+    assert store.login_status() == []

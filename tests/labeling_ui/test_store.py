@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from labeling_ui.store import ItemFull, Store, StoreError
+from labeling_ui.store import ItemFull, LoginPolicy, Store, StoreError
 from tests.labeling_ui.conftest import fill_store, raw_sql
 
 
@@ -186,3 +186,35 @@ def test_a_file_that_is_not_a_store_is_one_clear_error(tmp_path):
         Store(bad)
     r = subprocess.run([sys.executable, "-m", "labeling_ui.users", "--db", str(bad), "list"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_logins_wait_after_wrong_passwords_per_account_and_address_then_lock(label_db, monkeypatch):
+    store = Store(label_db)
+    store.add_annotator("ann", "plum kettle orbit")
+    store.add_annotator("bob", "maple river stone")
+    verified = []
+    real = store.verify
+    monkeypatch.setattr(store, "verify", lambda name, pw: verified.append(name) or real(name, pw))
+    policy = LoginPolicy(max_failures=5, max_failures_per_address=8, window_s=0.5, lock_after=9)
+    assert not any(store.login("ann", f"guess {i}", "10.0.0.1", policy) for i in range(50))
+    assert verified.count("ann") == 5                                   # argon2 ran for the first five only
+    assert not store.login("ann", "plum kettle orbit", "10.0.0.2", policy)  # the account waits, from anywhere
+    assert store.login("bob", "maple river stone", "10.0.0.1", policy)      # another account from that address
+    time.sleep(0.55)
+    assert store.login("ann", "plum kettle orbit", "10.0.0.1", policy)      # the wait is over
+    assert store.login_status() == []                                      # a success forgets the failures
+
+    for i in range(8):  # one address guessing at several accounts: the address waits too
+        store.login(("ann", "bob")[i % 2], f"spray {i}", "10.0.0.9", policy)
+    assert not store.login("bob", "maple river stone", "10.0.0.9", policy)
+    assert store.login("bob", "maple river stone", "10.0.0.3", policy)
+
+    slow = LoginPolicy(max_failures=3, max_failures_per_address=100, window_s=0.01, lock_after=9)
+    for i in range(12):  # a patient guesser at one account ends in a lock that no wait lifts
+        time.sleep(0.05)
+        store.login("ann", f"slow {i}", f"10.1.0.{i}", slow)
+    time.sleep(0.2)
+    assert not store.login("ann", "plum kettle orbit", "10.2.0.1", slow)
+    assert [r["name"] for r in store.login_status() if r["locked"]] == ["ann"]
+    assert store.unlock("ann") and store.login("ann", "plum kettle orbit", "10.2.0.1", slow)
+    assert not store.unlock("ann")
