@@ -373,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     counts = store.counts()
     print(f"labeling store {store.where}: {counts['items']} items, {counts['judgments']} judgments, "
           f"{counts['annotators']} accounts", flush=True)
+    if exposure_warning(cfg.app.host):
+        print(exposure_warning(cfg.app.host), flush=True)
     _trim_gradio_per_event_cost()
     demo = build_app(store, cfg, args.export_out, args.db, models)
     demo.queue(default_concurrency_limit=cfg.app.concurrency)
@@ -388,6 +390,14 @@ def main(argv: list[str] | None = None) -> None:
                 auth_message="Log in with the account your admin created for you.", head=SHORTCUTS,
                 show_error=True, quiet=False, footer_links=[], max_threads=max(40, cfg.app.concurrency + 8),
                 app_kwargs={"middleware": [Middleware(ClientAddress)]})
+
+
+def exposure_warning(host: str) -> str | None:
+    """One line when the app listens beyond this machine."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return (f"warning: serving on {host}, reachable from the network: put a TLS reverse proxy in front (the login "
+            "sends passwords); see docs/labeling.md, 'Labeling for a team'")
 
 
 CLIENT_ADDRESS = contextvars.ContextVar("client_address", default="unknown")

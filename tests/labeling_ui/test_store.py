@@ -218,3 +218,10 @@ def test_logins_wait_after_wrong_passwords_per_account_and_address_then_lock(lab
     assert [r["name"] for r in store.login_status() if r["locked"]] == ["ann"]
     assert store.unlock("ann") and store.login("ann", "plum kettle orbit", "10.2.0.1", slow)
     assert not store.unlock("ann")
+
+
+def test_serving_beyond_loopback_prints_one_line_pointing_to_the_proxy_advice():
+    from labeling_ui.app import exposure_warning
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
+    line = exposure_warning("0.0.0.0")
+    assert "\n" not in line and "TLS reverse proxy" in line and "docs/labeling.md" in line
