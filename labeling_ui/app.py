@@ -21,6 +21,8 @@ import contextvars
 import importlib.util
 import os
 import sys
+import time
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -206,27 +208,39 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
                 pd.DataFrame(agreement.flagged(js), columns=["item_id", "prompt_id", "annotator", "flags"]))
 
     def add_user(name, password, role, request: gr.Request):
-        require_admin(request)
+        admin = require_admin(request)
         try:
-            store.add_annotator((name or "").strip(), password or "", role)
+            store.add_annotator((name or "").strip(), password or "", role, by=admin["name"])
         except StoreError as e:
             return f"Not created: {e}"
         return f"Created {role} {name.strip()}."
 
     def unlock_user(name, request: gr.Request):
-        require_admin(request)
+        admin = require_admin(request)
         name = (name or "").strip()
-        done = f"{name} unlocked." if store.unlock(name) else f"{name} was not locked."
+        done = f"{name} unlocked." if store.unlock(name, by=admin["name"]) else f"{name} was not locked."
         waiting = [f"{r['name']} ({r['failures']} wrong{', locked' if r['locked'] else ''})" for r in store.login_status()]
         return done + (" Still failing logins: " + ", ".join(waiting) if waiting else "")
 
-    def run_export(request: gr.Request):
+    def audit_trail(request: gr.Request):
         require_admin(request)
+        import json
+        import tempfile
+        rows = store.audit_log()
+        path = Path(tempfile.mkdtemp(prefix="audit-")) / "audit.jsonl"
+        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in reversed(rows)))
+        newest = pd.DataFrame([{**{k: r[k] for k in ("id", "actor", "action", "subject")},
+                                "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])),
+                                "detail": json.dumps(r["detail"], sort_keys=True)} for r in rows[:50]])
+        return newest, str(path)
+
+    def run_export(request: gr.Request):
+        admin = require_admin(request)
         if not export_out or not db_path:
             return "Export is not configured (start the app with --export-out)."
         from labeling_ui import export
         try:
-            m = export.main(cfg, db_path, export_out)
+            m = export.main(cfg, db_path, export_out, by=admin["name"])
         except UserError as e:
             return f"Not exported: {e}"
         return (f"Exported {m['pairs_train']} train + {m['pairs_test']} test pairs and "
@@ -313,6 +327,9 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
                     lock_name = gr.Textbox(label="user name (locked after too many wrong passwords)")
                     unlock_btn = gr.Button("Unlock")
                     unlock_status = gr.Textbox(label="Logins", interactive=False)
+                audit_btn = gr.Button("Audit trail", elem_id="btn-audit")
+                audit_table = gr.Dataframe(label="Newest 50 entries (logins, accounts, unlocks, exports)", interactive=False)
+                audit_file = gr.File(label="The whole trail (jsonl)")
                 export_btn = gr.Button("Export preferences and corrections", elem_id="btn-export")
                 export_status = gr.Textbox(label="Export", interactive=False)
 
@@ -334,6 +351,7 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
         new_btn.click(add_user, [new_name, new_pw, new_role], new_status, api_name="add_user")
         export_btn.click(run_export, None, export_status, api_name="export")
         unlock_btn.click(unlock_user, [lock_name], unlock_status, api_name="unlock")
+        audit_btn.click(audit_trail, None, [audit_table, audit_file], api_name="audit")
         demo.load(start, None, [header, admin_tab, pair_item, pair_prompt, resp_a, resp_b, pair_status,
                                 rank_item, rank_prompt, *rank_boxes, *rank_radios, rank_status],
                   api_name="start", concurrency_limit=limit)

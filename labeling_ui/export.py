@@ -23,6 +23,8 @@ round's labels.
 
 from __future__ import annotations
 
+import hashlib
+
 from collections import Counter
 
 from core.annotator import pair_kind, rubric_agreement
@@ -67,7 +69,7 @@ def correction_rows(store: Store) -> list[dict]:
             for j in store.judgments() if j["correction"]]
 
 
-def main(cfg: LabelConfig, db: str, out: str) -> dict:
+def main(cfg: LabelConfig, db: str, out: str, by: str = "cli") -> dict:
     store = Store(db)
     judgments = store.judgments()
     if not judgments:
@@ -89,6 +91,9 @@ def main(cfg: LabelConfig, db: str, out: str) -> dict:
                "rounds": [{"round": v["number"], "checkpoint": v["checkpoint"], "checkpoint_sha256": sha}
                           for sha, v in store.rounds().items()],
                "pair_kappa": pair_kappa(judgments)["mean_kappa"], "rank_alpha": rank_alpha(judgments)["alpha"]}
+    digest = hashlib.sha256((stage.root / "train.jsonl").read_bytes()).hexdigest()
+    store.record(by, "export", str(stage.root / "train.jsonl"), sha256=digest, pairs_train=len(train),
+                 pairs_test=len(test), corrections=len(corrections))
     stage.finish(metrics)
     print(f"exported {len(train)} train + {len(test)} test pairs and {len(corrections)} corrections to {stage.root}")
     return metrics

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import os
+import random
 import re
 import statistics
 import sqlite3
@@ -174,6 +174,15 @@ CREATE TABLE IF NOT EXISTS login_locks (      -- accounts refused until an admin
     subject   TEXT PRIMARY KEY,
     locked_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (             -- append-only: no path of this module updates or deletes a row
+    id      INTEGER PRIMARY KEY,
+    at      REAL NOT NULL,
+    actor   TEXT NOT NULL,                  -- the account that acted, or "cli" for make user / make export
+    action  TEXT NOT NULL,                  -- login_ok | login_failed | login_refused | account_created |
+                                            -- password_set | unlock | export
+    subject TEXT,                           -- the account or file acted on
+    detail  TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail))
+);
 CREATE INDEX IF NOT EXISTS login_failures_by_subject ON login_failures (subject, at);
 CREATE INDEX IF NOT EXISTS arena_answers_current ON arena_answers (current, prompt_id);
 CREATE INDEX IF NOT EXISTS arena_votes_pair ON arena_votes (pair_key);
@@ -189,6 +198,8 @@ WHEN (SELECT count(*) FROM judgments WHERE item_id = NEW.item_id)
 BEGIN SELECT RAISE(ABORT, 'item already has max_judgments judgments'); END;
 CREATE TRIGGER IF NOT EXISTS judgments_count AFTER INSERT ON judgments
 BEGIN UPDATE items SET n_judged = n_judged + 1 WHERE id = NEW.item_id; END;
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
 """
 # The same two rules in PostgreSQL. Even raw concurrent inserts cannot over-submit: the count update
 # row-locks the item, and items' CHECK (n_judged <= max_judgments) refuses the one too many.
@@ -203,6 +214,9 @@ BEGIN
     RETURN NEW;
 END $$;
 CREATE OR REPLACE TRIGGER judgments_guard BEFORE INSERT ON judgments FOR EACH ROW EXECUTE FUNCTION judgments_guard();
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit rows are append-only'; END $$;
+CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only();
 """
 
 
@@ -393,7 +407,7 @@ class Store:
             self._local.db = None
 
     # ------------------------------------------------------------------ accounts
-    def add_annotator(self, name: str, password: str, role: str = "annotator") -> int:
+    def add_annotator(self, name: str, password: str, role: str = "annotator", by: str = "cli") -> int:
         if role not in ROLES:
             raise StoreError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -401,17 +415,20 @@ class Store:
         check_password(name, password)
         try:
             with self._tx() as db:
-                return db.execute("INSERT INTO annotators (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
-                                  "RETURNING id", (name, role, self._hasher.hash(password), _now())).fetchone()[0]
+                new = db.execute("INSERT INTO annotators (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                                 "RETURNING id", (name, role, self._hasher.hash(password), _now())).fetchone()[0]
+                self._audit(db, by, "account_created", name, role=role)
+                return new
         except self._integrity:
             raise StoreError(f"user {name!r} already exists") from None
 
-    def set_password(self, name: str, password: str) -> None:
+    def set_password(self, name: str, password: str, by: str = "cli") -> None:
         check_password(name, password)
         with self._tx() as db:
             if not db.execute("UPDATE annotators SET password_hash = ? WHERE name = ?",
                               (self._hasher.hash(password), name)).rowcount:
                 raise StoreError(f"no user {name!r}")
+            self._audit(db, by, "password_set", name)
 
     def verify(self, name: str, password: str) -> bool:
         """Whether the password is the account's. An unknown account costs one argon2 verification too
@@ -433,15 +450,18 @@ class Store:
         subjects = [f"account:{name}", f"address:{address}"]
         now = _now()
         db = self._db()
-        if db.execute("SELECT 1 FROM login_locks WHERE subject = ?", (subjects[0],)).fetchone():
-            return False
+        refused = db.execute("SELECT 1 FROM login_locks WHERE subject = ?", (subjects[0],)).fetchone() is not None
         for subject, most in zip(subjects, (policy.max_failures, policy.max_failures_per_address)):
             row = db.execute("SELECT count(*) AS n, max(at) AS last FROM login_failures WHERE subject = ? AND at > ?",
                              (subject, now - policy.forget_s)).fetchone()
-            if row["n"] >= most and now < row["last"] + policy.window_s * 2 ** (row["n"] // most - 1):
-                return False
+            refused = refused or (row["n"] >= most and now < row["last"] + policy.window_s * 2 ** (row["n"] // most - 1))
+        if refused:
+            with self._tx() as tx:
+                self._audit(tx, name, "login_refused", name, address=address)
+            return False
         ok = self.verify(name, password)
         with self._tx() as tx:
+            self._audit(tx, name, "login_ok" if ok else "login_failed", name, address=address)
             if ok:
                 tx.execute("DELETE FROM login_failures WHERE subject IN (?, ?) OR at <= ?",
                            (*subjects, now - policy.forget_s))
@@ -455,12 +475,31 @@ class Store:
                            (subjects[0], now))
         return False
 
-    def unlock(self, name: str) -> bool:
+    def unlock(self, name: str, by: str = "cli") -> bool:
         """Lift an account's lock and forget its failed logins; False when it was neither locked nor throttled."""
         with self._tx() as db:
             locks = db.execute("DELETE FROM login_locks WHERE subject = ?", (f"account:{name}",)).rowcount
             fails = db.execute("DELETE FROM login_failures WHERE subject = ?", (f"account:{name}",)).rowcount
+            if locks or fails:
+                self._audit(db, by, "unlock", name, failures=fails)
         return bool(locks or fails)
+
+    # ------------------------------------------------------------------ audit trail (append-only)
+    @staticmethod
+    def _audit(db, actor: str, action: str, subject: str | None = None, **detail) -> None:
+        db.execute("INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                   (_now(), actor, action, subject, json.dumps(detail, sort_keys=True)))
+
+    def record(self, actor: str, action: str, subject: str | None = None, **detail) -> None:
+        """Add an audit row from outside the store (an export, which writes files)."""
+        with self._tx() as db:
+            self._audit(db, actor, action, subject, **detail)
+
+    def audit_log(self, limit: int | None = None) -> list[dict]:
+        """Audit rows, newest first (all of them without a limit)."""
+        sql = "SELECT id, at, actor, action, subject, detail FROM audit ORDER BY id DESC"
+        rows = self._db().execute(sql + (f" LIMIT {int(limit)}" if limit else "")).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
 
     def login_status(self) -> list[dict]:
         """Accounts with failed logins since their last success, and whether each is locked (the admin tab)."""

@@ -225,3 +225,44 @@ def test_serving_beyond_loopback_prints_one_line_pointing_to_the_proxy_advice():
     assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
     line = exposure_warning("0.0.0.0")
     assert "\n" not in line and "TLS reverse proxy" in line and "docs/labeling.md" in line
+
+
+def test_the_audit_trail_records_logins_accounts_unlocks_and_exports_and_cannot_be_rewritten(label_db, tmp_path):
+    from core.config import load_config
+    from labeling_ui import export
+    from labeling_ui.config import LabelConfig
+    store = fill_store(label_db, users=("boss", "alice"))
+    policy = LoginPolicy(max_failures=2, window_s=60)
+    store.login("alice", "alice-password", "10.0.0.1", policy)
+    for i in range(3):
+        store.login("alice", f"guess {i}", "10.0.0.2", policy)
+    store.unlock("alice", by="boss")
+    store.set_password("alice", "plum kettle orbit", by="boss")
+    store.submit("alice", store.next_item("alice", "pair").item_id, choice="a")
+    m = export.main(load_config(LabelConfig, None, []), str(label_db), str(tmp_path / "prefs"), by="boss")
+    log = store.audit_log()
+    actions = [(r["actor"], r["action"], r["subject"]) for r in reversed(log)]
+    assert actions == [("cli", "account_created", "boss"), ("cli", "account_created", "alice"),
+                       ("alice", "login_ok", "alice"), ("alice", "login_failed", "alice"),
+                       ("alice", "login_failed", "alice"), ("alice", "login_refused", "alice"),
+                       ("boss", "unlock", "alice"), ("boss", "password_set", "alice"),
+                       ("boss", "export", str(tmp_path / "prefs" / "train.jsonl"))]
+    assert log[-3]["detail"] == {"address": "10.0.0.1"}
+    exported = log[0]["detail"]
+    import hashlib
+    assert exported["sha256"] == hashlib.sha256((tmp_path / "prefs" / "train.jsonl").read_bytes()).hexdigest()
+    assert exported["pairs_train"] + exported["pairs_test"] == m["pairs_train"] + m["pairs_test"]
+    assert [r["id"] for r in store.audit_log(limit=2)] == [log[0]["id"], log[1]["id"]]
+    for sql in ("UPDATE audit SET actor = 'nobody'", "DELETE FROM audit"):  # not even by hand
+        with pytest.raises(Exception, match="append-only"):
+            raw_sql(store).execute(sql)
+    assert len(store.audit_log()) == len(log)
+
+
+def test_store_has_no_sql_that_rewrites_audit_rows():
+    import re
+    from pathlib import Path
+    import labeling_ui.store as module
+    code = Path(module.__file__).read_text()
+    statements = re.findall(r"(?is)\b(UPDATE|DELETE\s+FROM)\s+(\w+)", code)
+    assert statements and not [s for s in statements if s[1].lower() == "audit"]
