@@ -401,7 +401,7 @@ def summary(metrics: dict, runs_dir: Path, out: Path) -> list[str]:
     lines = [verdict(metrics)]
     names = [d["name"] for d in metrics["decodings"]]
     per_model = metrics["per_model"]
-    lines.append(f"  {'':<30}" + "".join(f"{n[:24]:<26}" for n in names))
+    lines.append(f"  {'':<30}" + "".join(f"{n.split(', max_new_tokens')[0]:<26}" for n in names))
     for m in (n for n in ALIGNED if n in per_model):
         cells = [per_model[m]["decodings"][n].get("vs_sft") for n in names]
         lines.append(f"  {m.upper() + ' vs SFT':<30}" + "".join(f"{_ci(w) if w else '':<26}" for w in cells))
