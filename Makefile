@@ -250,7 +250,7 @@ round-train: $(VENV)/.installed ## after labeling a round in the app: export all
 	$(EXPORT)
 	@$(MAKE) --no-print-directory eval -o $(RUNS)/label-auto/DONE -o $(RUNS)/seed/DONE
 
-##@ Tests and benchmarks
+##@ Test and benchmark
 test: $(VENV)/.installed chromium postgres ## run all tests (unit, stage smoke, end-to-end, browser)
 	$(PY) -m pytest
 
@@ -262,6 +262,7 @@ bench: $(VENV)/.installed ## print the speed tables: pretraining step per numeri
 # configs/accelerate file, on every GPU of the machine, then a verdict per engine and stage (tools/gpu_check.py).
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
 GPU_CHECK := runs/gpu-check
+##@ Scale up
 gpu-check: $(VENV)/.installed ## on a GPU machine: pretrain/SFT/reward/DPO/PPO (micro) under DDP and FSDP, all but PPO under ZeRO-2/3
 	@test "$(GPUS)" -ge 1 || { echo "error: make gpu-check needs GPUs (nvidia-smi lists none): run it on a GPU machine" >&2; exit 2; }
 	$(VENV)/bin/pip install -q deepspeed
@@ -274,6 +275,7 @@ gpu-check: $(VENV)/.installed ## on a GPU machine: pretrain/SFT/reward/DPO/PPO (
 	done
 	$(PY) -m tools.gpu_check $(GPU_CHECK)
 
+##@ More benchmarks
 bench-playground: $(VENV)/.installed ## print the Playground's response time per interaction (on the finished stages' models)
 	@test -n "$(PLAYGROUND)" || { echo "error: no finished stage under $(RUNS): run make sft first" >&2; exit 2; }
 	$(PY) -m bench.playground --config $(LABEL) $(subst --model ,--model=,$(PLAYGROUND)) $(ARGS)
