@@ -49,9 +49,12 @@ def test_make_all_micro(tmp_path):
     assert ev["arena"]["votes"] == preferences and set(ev["arena"]["rating"]) == {"base", "sft", "dpo", "ppo"}
     assert {"training_curves.png", "lengths.png", "ppo_reward_vs_kl.png"} <= {p.name for p in (runs / "eval/plots").iterdir()}
     assert (runs / "eval" / "report.html").read_text().count("data:image/png;base64,") >= 5
-    # a second `make all` finds everything up to date and runs nothing
-    again = subprocess.run([*make, "--question"], cwd=ROOT)
+    # a second `make all` finds every stage up to date and reruns none
+    again = subprocess.run([*make[:1], str(runs / "eval" / "DONE"), *make[2:], "--question"], cwd=ROOT)
     assert again.returncode == 0
+    # ... and make all ended by saying what it found, in a few lines
+    summary = r.stdout[r.stdout.rindex("Did alignment help?"):].strip().splitlines()
+    assert len(summary) <= 15 and summary[-2].startswith("Report: ") and "make round AUTO=1" in summary[-1]
     # corrections feed SFT when asked for: the SFT stage is then out of date, and only it and not the chain
     with_corr = subprocess.run(["make", "-n", "sft", "SCALE=micro", f"RUNS={runs}", f"DB={db}", "WITH_CORRECTIONS=1"],
                                cwd=ROOT, capture_output=True, text=True)

@@ -143,14 +143,13 @@ def test_an_unknown_account_takes_as_long_to_refuse_as_a_wrong_password(label_db
     store.add_annotator("ann", "plum kettle orbit")
     store.verify("nobody", "warm-up")
 
-    def median_ms(name: str) -> float:
-        times = []
-        for i in range(20):
+    times = {"ann": [], "nobody": []}
+    for i in range(20):  # taking turns, so a busy neighbour slows both alike
+        for name, spent in times.items():
             t = time.perf_counter()
             assert not store.verify(name, f"guess {i}")
-            times.append(time.perf_counter() - t)
-        return 1000 * statistics.median(times)
-    known, unknown = median_ms("ann"), median_ms("nobody")
+            spent.append(time.perf_counter() - t)
+    known, unknown = (1000 * statistics.median(times[n]) for n in ("ann", "nobody"))
     assert abs(known - unknown) <= 0.25 * known, (known, unknown)
 
 
