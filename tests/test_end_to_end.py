@@ -53,7 +53,8 @@ def test_make_all_micro(tmp_path):
     again = subprocess.run([*make[:1], str(runs / "eval" / "DONE"), *make[2:], "--question"], cwd=ROOT)
     assert again.returncode == 0
     # ... and make all ended by saying what it found, in a few lines
-    summary = r.stdout[r.stdout.rindex("Did alignment help?"):].strip().splitlines()
+    tail = r.stdout[r.stdout.rindex("Did alignment help?"):].splitlines()
+    summary = tail[:next(i for i, line in enumerate(tail) if line.startswith("Next: ")) + 1]
     assert len(summary) <= 15 and summary[-2].startswith("Report: ") and "make round AUTO=1" in summary[-1]
     # corrections feed SFT when asked for: the SFT stage is then out of date, and only it and not the chain
     with_corr = subprocess.run(["make", "-n", "sft", "SCALE=micro", f"RUNS={runs}", f"DB={db}", "WITH_CORRECTIONS=1"],
