@@ -26,7 +26,7 @@ from core.data import load_rows
 from core.generation import Decoding, chat
 from core.model import ModelConfig, build_model, load_causal_lm
 from core.onednn import use_onednn_linear
-from core.precision import candidates, cpu_has_bf16, cpu_name
+from core.precision import candidates, cpu_name
 from core.tokenizer import load_tokenizer
 
 
@@ -57,7 +57,7 @@ def main() -> None:
         return
     tok = load_tokenizer(model_dir)
     prompts = [r["messages"] for r in load_rows(args.prompts)[: args.n]]
-    paths = [p for p in candidates() if p != "bf16" or cpu_has_bf16()]
+    paths = candidates()  # bf16 only where it is native
     results = {p: run(p, model_dir, tok, prompts, args.max_new_tokens) for p in paths}
     print(f"\nGreedy generation on {cpu_name()}, {os.cpu_count()} threads: {len(prompts)} held-out prompts, "
           f"{args.max_new_tokens} new tokens at most, batches of 32, {model_dir}")

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.precision import candidates, choose, cpu_has_bf16, cpu_name
+from core.precision import candidates, choose, cpu_flags, cpu_has_bf16, cpu_name
 
 BATCH, SEQ, VOCAB = 16, 256, 2048
 
@@ -96,13 +96,6 @@ def bench_model(d: int, layers: int):
     heads = max(2, d // 64)
     return build_model(ModelConfig(hidden_size=d, intermediate_size=int(8 * d / 3) // 32 * 32, num_layers=layers,
                                    num_heads=heads, num_kv_heads=heads, max_seq_len=SEQ + 1), _Tok())
-
-
-def cpu_flags() -> set[str]:
-    try:
-        return set(next(x for x in open("/proc/cpuinfo") if x.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return set()
 
 
 def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> dict:
@@ -173,7 +166,7 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count())
     before = matmul_gflops()
-    paths = [p for p in candidates() if p != "bf16" or cpu_has_bf16()]
+    paths = candidates()  # bf16 only where it is native
     picked = {}
     for size in args.sizes.split(","):  # what the stage's probe picks at each shape (it caches per shape)
         d, layers = map(int, size.split("x"))

@@ -85,13 +85,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags the first CPU reports (empty where /proc/cpuinfo is not there)."""
+    try:
+        return set(next(x for x in open("/proc/cpuinfo") if x.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 matmuls: AMX (Intel Sapphire Rapids on) or AVX512-BF16 (AMD Zen 4 on, Intel Cooper Lake)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def candidates() -> list[str]:
@@ -232,7 +236,5 @@ def inference_kernel(model) -> str:
     """The fp32 kernel a CPU runs inference in: the probe's pick for this shape (cached after training,
     else a ~1 s probe) with bf16 left out, since bf16 changes greedy answers. fp32 and fp32-onednn
     differ by float rounding only (`make bench` prints the answers both give)."""
-    n = choose("auto", model.config)
-    if n.source == "gpu":
-        return "fp32"
+    n = choose("auto", model.config)  # on a GPU there are no rates, and the answer is fp32
     return decide({p: r for p, r in n.tokens_per_s.items() if p != "bf16"}, n.loss_gap)[0]

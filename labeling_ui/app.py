@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import contextvars
 import importlib.util
+import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -224,8 +226,6 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
 
     def audit_trail(request: gr.Request):
         require_admin(request)
-        import json
-        import tempfile
         rows = store.audit_log()
         path = Path(tempfile.mkdtemp(prefix="audit-")) / "audit.jsonl"
         path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in reversed(rows)))

@@ -195,8 +195,8 @@ def _loss_split(losses: dict | None, n: int) -> str:
     return f"{pct(losses['losses_capability'] / n)} / {pct(losses['losses_preference'] / n)}"
 
 
-def _with_ci(r: dict) -> str:
-    return f"{100 * r['win_rate']:.0f} % ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f})"
+def _with_ci(r: dict, digits: int = 0) -> str:
+    return f"{100 * r['win_rate']:.{digits}f} % ({100 * r['ci95'][0]:.{digits}f}-{100 * r['ci95'][1]:.{digits}f})"
 
 
 def _json(path: Path) -> dict | None:
@@ -218,10 +218,6 @@ STAGES = ("world", "pretrain", "sft", "seed", "label-auto", "prefs", "reward", "
           "arena-auto", "eval")
 
 
-def _ci(w: dict) -> str:
-    return f"{pct(w['win_rate'])} ({100 * w['ci95'][0]:.1f}-{100 * w['ci95'][1]:.1f})"
-
-
 def verdict(metrics: dict) -> str:
     """One sentence: did alignment help, by how much, and, on the world's prompts, what SFT's losses were."""
     decodings = [d["name"] for d in metrics["decodings"]]
@@ -235,7 +231,7 @@ def verdict(metrics: dict) -> str:
     answer = ("Yes" if better and not worse else "No" if not better else "Partly")
     ranked = sorted(aligned, key=lambda n: -wins[n]["win_rate"])
     text = (f"Did alignment help? {answer}: against SFT on {metrics['prompts']} held-out prompts at {first}, "
-            + ", ".join(f"{n.upper()} won {_ci(wins[n])}" for n in ranked))
+            + ", ".join(f"{n.upper()} won {_with_ci(wins[n], 1)}" for n in ranked))
     for d in decodings[1:]:
         rest = [(n, per_model[n]["decodings"][d].get("vs_sft")) for n in ranked]
         text += f"; at {d}: " + ", ".join(f"{n.upper()} {pct(w['win_rate'])}" for n, w in rest if w)
@@ -287,7 +283,7 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
         for name in models:
             e = per_model[name]["decodings"][key]
             w = e.get("vs_sft")
-            rows.append([name, "reference" if w is None else _ci(w),
+            rows.append([name, "reference" if w is None else _with_ci(w, 1),
                          "" if w is None else pct(w["length_controlled_win_rate"]), pct(e.get("correct")),
                          f"{per_model[name]['kl_to_sft']['kl_per_sequence']:.3f}".replace("-0.000", "0.000"),
                          per_model[name].get("reward_score"), per_model[name]["heldout_perplexity"], e["mean_tokens"],
@@ -404,7 +400,7 @@ def summary(metrics: dict, runs_dir: Path, out: Path) -> list[str]:
     lines.append(f"  {'':<30}" + "".join(f"{n.split(', max_new_tokens')[0]:<26}" for n in names))
     for m in (n for n in ALIGNED if n in per_model):
         cells = [per_model[m]["decodings"][n].get("vs_sft") for n in names]
-        lines.append(f"  {m.upper() + ' vs SFT':<30}" + "".join(f"{_ci(w) if w else '':<26}" for w in cells))
+        lines.append(f"  {m.upper() + ' vs SFT':<30}" + "".join(f"{_with_ci(w, 1) if w else '':<26}" for w in cells))
     if metrics.get("ceiling"):
         lines.append(f"  {'ceiling (reference vs SFT)':<30}" + "".join(f"{pct(metrics['ceiling'][n]):<26}" for n in names))
     control = {m: _json(runs_dir / "control" / m / "metrics.json") for m in ("dpo", "ppo")}
