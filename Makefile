@@ -155,9 +155,10 @@ label: $(RUNS)/seed/DONE ## start the labeling app on app.host:app.port (create 
 
 NAME ?=
 ROLE ?= annotator
-user: $(VENV)/.installed ## create a labeling account: make user NAME=alice ROLE=annotator|admin (asks for the password); UNLOCK=1 lifts a login lock
+USER_DO = $(or $(DO),$(if $(filter 1,$(UNLOCK)),unlock,add))
+user: $(VENV)/.installed ## labeling accounts: make user NAME=alice ROLE=annotator|admin creates one (asks for the password); DO=passwd|role|remove|unlock changes one
 	@test -n "$(NAME)" || { echo "error: give the account a name: make user NAME=alice ROLE=annotator" >&2; exit 2; }
-	$(PY) -m labeling_ui.users --db $(DB) $(if $(filter 1,$(UNLOCK)),unlock "$(NAME)",add "$(NAME)" --role $(ROLE))
+	$(PY) -m labeling_ui.users --db $(DB) $(USER_DO) "$(NAME)" $(if $(filter add role,$(USER_DO)),--role $(ROLE))
 
 label-auto: $(RUNS)/label-auto/DONE ## the automatic annotators (auto.judge in label.yaml) judge every seeded item (no human needed)
 $(RUNS)/label-auto/DONE: $(RUNS)/seed/DONE labeling_ui/auto.py core/annotator.py

@@ -11,19 +11,23 @@ Layers: this file only wires widgets to the store (labeling_ui/store.py: all SQL
 over-submission guard) and to pure functions (sampling, agreement, pairs). Every handler takes the
 user from the login session (gr.Request), never from the page, and admin handlers refuse anyone
 whose role is not admin. Model text is shown in read-only text boxes, so HTML or script in a
-completion is displayed as text, never rendered.
+completion is displayed as text, never rendered. Sessions live in the store (`Sessions` below): gradio asks it
+about the login cookie on every request, so a logout, an idle session, a password reset, a role change or a
+removed account ends the session at its next click, in every app worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextvars
+import hashlib
 import importlib.util
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import gradio as gr
@@ -59,6 +63,14 @@ document.addEventListener('keydown', (e) => {
   const b = id && document.getElementById(id);
   if (b && b.offsetParent !== null) { e.preventDefault(); b.click(); }
 });
+// A session ended by the server (logout elsewhere, idle, password reset, role change): the next call is
+// refused with 401, and reloading the page shows the login form instead of an error on every widget.
+const appFetch = window.fetch;
+window.fetch = async (...args) => {
+  const r = await appFetch(...args);
+  if (r.status === 401 && document.getElementById('btn-logout')) window.location.reload();
+  return r;
+};
 </script>"""
 
 
@@ -217,6 +229,30 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
             return f"Not created: {e}"
         return f"Created {role} {name.strip()}."
 
+    def set_password(name, password, request: gr.Request):
+        admin = require_admin(request)
+        try:
+            store.set_password((name or "").strip(), password or "", by=admin["name"])
+        except StoreError as e:
+            return f"Not changed: {e}"
+        return f"New password for {name.strip()}; its open sessions ended."
+
+    def set_role(name, role, request: gr.Request):
+        admin = require_admin(request)
+        try:
+            store.set_role((name or "").strip(), role, by=admin["name"])
+        except StoreError as e:
+            return f"Not changed: {e}"
+        return f"{name.strip()} is now {role}; its open sessions ended."
+
+    def remove_user(name, request: gr.Request):
+        admin = require_admin(request)
+        try:
+            store.remove_annotator((name or "").strip(), by=admin["name"])
+        except StoreError as e:
+            return f"Not removed: {e}"
+        return f"{name.strip()} removed (its labels stay); its open sessions ended."
+
     def unlock_user(name, request: gr.Request):
         admin = require_admin(request)
         name = (name or "").strip()
@@ -253,7 +289,9 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
 
     # ---------------------------------------------------------------- layout
     with gr.Blocks(title="Labeling") as demo:
-        header = gr.Markdown()
+        with gr.Row():
+            header = gr.Markdown()
+            gr.Button("Log out", link="logout", size="sm", scale=0, elem_id="btn-logout")
         with gr.Accordion("Guidelines", open=False):
             gr.Markdown(GUIDELINES)
         with gr.Tabs():
@@ -321,7 +359,11 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
                     new_name = gr.Textbox(label="user name")
                     new_pw = gr.Textbox(label="password (8+ characters)", type="password")
                     new_role = gr.Radio(["annotator", "admin"], value="annotator", label="role")
-                    new_btn = gr.Button("Create account")
+                    with gr.Row():
+                        new_btn = gr.Button("Create account")
+                        pw_btn = gr.Button("Set password")
+                        role_btn = gr.Button("Set role")
+                        remove_btn = gr.Button("Remove account", variant="stop")
                     new_status = gr.Textbox(label="Status", interactive=False)
                 with gr.Row():
                     lock_name = gr.Textbox(label="user name (locked after too many wrong passwords)")
@@ -349,6 +391,9 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
         dash_btn.click(dashboard, None, [dash_summary, dash_progress, dash_people, dash_kappa, dash_flags],
                        api_name="dashboard")
         new_btn.click(add_user, [new_name, new_pw, new_role], new_status, api_name="add_user")
+        pw_btn.click(set_password, [new_name, new_pw], new_status, api_name="set_password")
+        role_btn.click(set_role, [new_name, new_role], new_status, api_name="set_role")
+        remove_btn.click(remove_user, [new_name], new_status, api_name="remove_user")
         export_btn.click(run_export, None, export_status, api_name="export")
         unlock_btn.click(unlock_user, [lock_name], unlock_status, api_name="unlock")
         audit_btn.click(audit_trail, None, [audit_table, audit_file], api_name="audit")
@@ -404,10 +449,52 @@ def main(argv: list[str] | None = None) -> None:
         address = CLIENT_ADDRESS.get()
         return await anyio.to_thread.run_sync(store.login, name, password, address, cfg.app.login)
 
-    demo.launch(server_name=cfg.app.host, server_port=cfg.app.port, auth=login,
-                auth_message="Log in with the account your admin created for you.", head=SHORTCUTS,
-                show_error=True, quiet=False, footer_links=[], max_threads=max(40, cfg.app.concurrency + 8),
-                app_kwargs={"middleware": [Middleware(ClientAddress)]})
+    server, _, _ = demo.launch(
+        server_name=cfg.app.host, server_port=cfg.app.port, auth=login,
+        auth_message="Log in with the account your admin created for you.", head=SHORTCUTS, show_error=True,
+        quiet=False, footer_links=[], max_threads=max(40, cfg.app.concurrency + 8),
+        app_kwargs={"middleware": [Middleware(ClientAddress)]}, prevent_thread_lock=True)
+    server.tokens = Sessions(store, cfg.app.session_idle_s)  # before anyone could have logged in: launch just returned
+    demo.block_thread()
+
+
+class Sessions(MutableMapping):
+    """gradio's table of login tokens (`App.tokens`: token -> user name), kept in the store instead of a dict.
+
+    gradio adds a token at each login, looks the login cookie up on every request (page, queue, API call) and
+    deletes the user's tokens at /logout. Here each lookup asks the store, so a session ends for good when its
+    row goes: at logout, after `idle_s` without a request, or when a password reset, a role change or a removal
+    (from any app worker or `make user`) deletes the account's rows. The store keeps the token's sha256 only;
+    the tokens themselves stay in this process, which is the only one that can accept its cookies."""
+
+    def __init__(self, store: Store, idle_s: float):
+        self.store, self.idle_s = store, idle_s
+        self._mine: set[str] = set()
+
+    @staticmethod
+    def _sha(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def __setitem__(self, token: str, name: str) -> None:
+        self.store.start_session(self._sha(token), name, CLIENT_ADDRESS.get())
+        self._mine.add(token)
+
+    def __getitem__(self, token):
+        name = self.store.session_user(self._sha(token), self.idle_s) if isinstance(token, str) else None
+        if name is None:
+            self._mine.discard(token)
+            raise KeyError(token)
+        return name
+
+    def __delitem__(self, token: str) -> None:
+        self.store.end_session(self._sha(token))
+        self._mine.discard(token)
+
+    def __iter__(self):  # live tokens only: gradio's /logout reads each one it iterates
+        return iter([t for t in list(self._mine) if t in self])
+
+    def __len__(self) -> int:
+        return len(self._mine)
 
 
 def exposure_warning(host: str) -> str | None:

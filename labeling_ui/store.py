@@ -1,7 +1,11 @@
 """The labeling store: every SQL statement of the app lives in this module (SQLite in WAL mode, or PostgreSQL).
 
 Tables (constraints live in the schema, not only in code):
-  annotators   name, role (admin | annotator), argon2 password hash
+  annotators   name, role (admin | annotator), argon2 password hash; a removed account keeps its row (its
+               labels reference it) with removed_at set, and can neither log in nor submit
+  sessions     signed-in browsers: the sha256 of the login cookie's token (never the token), the account, when it
+               started and was last seen; a password reset, a role change or a removal deletes the account's rows,
+               which ends those sessions at their next request
   prompts      the prompt row (messages + the task fields the scripted annotator needs)
   candidates   k model responses per prompt, with provenance: checkpoint path + sha256, decoding, seed
   items        what is judged: a prompt with 2 candidates (kind "pair") or all k (kind "rank"),
@@ -74,7 +78,15 @@ CREATE TABLE IF NOT EXISTS annotators (
     name          TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
     role          TEXT NOT NULL CHECK (role IN ('admin', 'annotator')),
     password_hash TEXT NOT NULL,
-    created_at    REAL NOT NULL
+    created_at    REAL NOT NULL,
+    removed_at    REAL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha  TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    address    TEXT,
+    started_at REAL NOT NULL,
+    seen_at    REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS prompts (
     id         TEXT PRIMARY KEY,
@@ -178,11 +190,13 @@ CREATE TABLE IF NOT EXISTS audit (             -- append-only: no path of this m
     id      INTEGER PRIMARY KEY,
     at      REAL NOT NULL,
     actor   TEXT NOT NULL,                  -- the account that acted, or "cli" for make user / make export
-    action  TEXT NOT NULL,                  -- login_ok | login_failed | login_refused | account_created |
-                                            -- password_set | unlock | export
+    action  TEXT NOT NULL,                  -- login_ok | login_failed | login_refused | logout | session_expired |
+                                            -- account_created | password_set | role_set | account_removed |
+                                            -- unlock | export | arena_answers
     subject TEXT,                           -- the account or file acted on
     detail  TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail))
 );
+CREATE INDEX IF NOT EXISTS sessions_by_name ON sessions (name);
 CREATE INDEX IF NOT EXISTS login_failures_by_subject ON login_failures (subject, at);
 CREATE INDEX IF NOT EXISTS arena_answers_current ON arena_answers (current, prompt_id);
 CREATE INDEX IF NOT EXISTS arena_votes_pair ON arena_votes (pair_key);
@@ -362,8 +376,11 @@ class Store:
         """Columns added since a store was created (its labels stay as they are)."""
         with self._tx() as db:
             have = {r[0] for r in db.execute("SELECT * FROM items LIMIT 0").description}
+            real = "DOUBLE PRECISION" if self.postgres else "REAL"
             if "disagreement" not in have:
-                db.execute("ALTER TABLE items ADD COLUMN disagreement " + ("DOUBLE PRECISION" if self.postgres else "REAL"))
+                db.execute(f"ALTER TABLE items ADD COLUMN disagreement {real}")
+            if "removed_at" not in {r[0] for r in db.execute("SELECT * FROM annotators LIMIT 0").description}:
+                db.execute(f"ALTER TABLE annotators ADD COLUMN removed_at {real}")
 
     # ------------------------------------------------------------------ connection and transactions
     def _db(self):
@@ -423,17 +440,88 @@ class Store:
             raise StoreError(f"user {name!r} already exists") from None
 
     def set_password(self, name: str, password: str, by: str = "cli") -> None:
+        """A new password; the account's open sessions end (a reset is how a leaked one is shut out)."""
         check_password(name, password)
         with self._tx() as db:
-            if not db.execute("UPDATE annotators SET password_hash = ? WHERE name = ?",
+            if not db.execute("UPDATE annotators SET password_hash = ? WHERE name = ? AND removed_at IS NULL",
                               (self._hasher.hash(password), name)).rowcount:
                 raise StoreError(f"no user {name!r}")
-            self._audit(db, by, "password_set", name)
+            self._audit(db, by, "password_set", name, sessions_ended=self._end_sessions(db, name))
+
+    def set_role(self, name: str, role: str, by: str = "cli") -> None:
+        """A new role; the account's open sessions end, so no page keeps the old role's tabs."""
+        if role not in ROLES:
+            raise StoreError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        with self._tx() as db:
+            self._keep_an_admin(db, name, "demote")
+            if not db.execute("UPDATE annotators SET role = ? WHERE name = ? AND removed_at IS NULL", (role, name)).rowcount:
+                raise StoreError(f"no user {name!r}")
+            self._audit(db, by, "role_set", name, role=role, sessions_ended=self._end_sessions(db, name))
+
+    def remove_annotator(self, name: str, by: str = "cli") -> None:
+        """Close an account: it can no longer log in or submit, its sessions end and the items it had open go
+        back to the others. Its judgments stay (they are labels), and so does its row."""
+        with self._tx() as db:
+            self._keep_an_admin(db, name, "remove")
+            row = db.execute("UPDATE annotators SET removed_at = ? WHERE name = ? AND removed_at IS NULL RETURNING id",
+                             (_now(), name)).fetchone()
+            if row is None:
+                raise StoreError(f"no user {name!r}")
+            db.execute("DELETE FROM assignments WHERE annotator_id = ?", (row["id"],))
+            db.execute("DELETE FROM arena_shown WHERE annotator_id = ?", (row["id"],))
+            self._audit(db, by, "account_removed", name, sessions_ended=self._end_sessions(db, name))
+
+    @staticmethod
+    def _keep_an_admin(db, name: str, what: str) -> None:
+        admins = [r["name"] for r in db.execute("SELECT name FROM annotators WHERE role = 'admin' AND removed_at IS NULL")]
+        if admins == [name]:
+            raise StoreError(f"{name} is the only admin: create another admin before you {what} this one")
+
+    # ------------------------------------------------------------------ sessions (the login cookie's tokens)
+    def start_session(self, token_sha: str, name: str, address: str | None = None) -> None:
+        now = _now()
+        with self._tx() as db:
+            db.execute("INSERT INTO sessions (token_sha, name, address, started_at, seen_at) VALUES (?, ?, ?, ?, ?)",
+                       (token_sha, name, address, now, now))
+
+    def session_user(self, token_sha: str, idle_s: float, touch_s: float = 60.0) -> str | None:
+        """The account a session belongs to, or None once it has ended: logged out, idle for `idle_s`, or ended by a
+        password reset, role change or removal. Its last-seen time is written at most every `touch_s` (and every
+        tenth of `idle_s`), so a session in use costs one indexed read per request."""
+        row = self._db().execute("SELECT name, seen_at FROM sessions WHERE token_sha = ?", (token_sha,)).fetchone()
+        if row is None:
+            return None
+        now = _now()
+        if now - row["seen_at"] > idle_s:
+            with self._tx() as db:
+                if db.execute("DELETE FROM sessions WHERE token_sha = ?", (token_sha,)).rowcount:
+                    self._audit(db, row["name"], "session_expired", row["name"], idle_s=round(now - row["seen_at"]))
+            return None
+        if now - row["seen_at"] > min(touch_s, idle_s / 10):
+            with self._tx() as db:
+                db.execute("UPDATE sessions SET seen_at = ? WHERE token_sha = ?", (now, token_sha))
+        return row["name"]
+
+    def end_session(self, token_sha: str) -> None:
+        """Log one session out."""
+        with self._tx() as db:
+            row = db.execute("DELETE FROM sessions WHERE token_sha = ? RETURNING name", (token_sha,)).fetchone()
+            if row is not None:
+                self._audit(db, row["name"], "logout", row["name"])
+
+    def sessions(self, name: str | None = None) -> list[dict]:
+        sql = "SELECT name, address, started_at, seen_at FROM sessions" + (" WHERE name = ?" if name else "")
+        return [dict(r) for r in self._db().execute(sql + " ORDER BY started_at", (name,) if name else ())]
+
+    @staticmethod
+    def _end_sessions(db, name: str) -> int:
+        return db.execute("DELETE FROM sessions WHERE name = ?", (name,)).rowcount
 
     def verify(self, name: str, password: str) -> bool:
         """Whether the password is the account's. An unknown account costs one argon2 verification too
         (against a hash of nothing anyone knows), so the time taken does not tell which accounts exist."""
-        row = self._db().execute("SELECT password_hash FROM annotators WHERE name = ?", (name,)).fetchone()
+        row = self._db().execute("SELECT password_hash FROM annotators WHERE name = ? AND removed_at IS NULL",
+                                 (name,)).fetchone()
         try:
             return self._hasher.verify(row["password_hash"] if row else self._dummy_hash(), password) and row is not None
         except (VerifyMismatchError, InvalidHashError):
@@ -518,14 +606,17 @@ class Store:
         return self._dummy
 
     def annotator(self, name: str) -> dict | None:
-        row = self._db().execute("SELECT id, name, role FROM annotators WHERE name = ?", (name,)).fetchone()
+        row = self._db().execute("SELECT id, name, role FROM annotators WHERE name = ? AND removed_at IS NULL",
+                                 (name,)).fetchone()
         return dict(row) if row else None
 
-    def annotators(self) -> list[dict]:
-        return [dict(r) for r in self._db().execute("SELECT id, name, role, created_at FROM annotators ORDER BY id")]
+    def annotators(self, removed: bool = False) -> list[dict]:
+        """The open accounts (and the removed ones too with `removed`)."""
+        sql = "SELECT id, name, role, created_at, removed_at FROM annotators"
+        return [dict(r) for r in self._db().execute(sql + ("" if removed else " WHERE removed_at IS NULL") + " ORDER BY id")]
 
     def _annotator_id(self, db, name: str) -> int:
-        row = db.execute("SELECT id FROM annotators WHERE name = ?", (name,)).fetchone()
+        row = db.execute("SELECT id FROM annotators WHERE name = ? AND removed_at IS NULL", (name,)).fetchone()
         if row is None:
             raise StoreError(f"no user {name!r}")
         return row["id"]
@@ -702,10 +793,13 @@ class Store:
             return jid
 
     # ------------------------------------------------------------------ arena: blind side-by-side votes between models
-    def add_arena_answers(self, model: str, checkpoint_sha: str, rows: list[dict]) -> int:
+    def add_arena_answers(self, model: str, checkpoint_sha: str, rows: list[dict], by: str = "cli") -> int:
         """Answers of one model checkpoint ({prompt_id, text, decoding, seed}); they become the model's current
-        answers, and answers of its earlier checkpoints stop being matched (their votes stay). Returns how many were new."""
+        answers, and answers of its earlier checkpoints stop being matched (their votes stay): the audit trail
+        records that reset. Returns how many were new."""
         with self._tx() as db:
+            before = db.execute("SELECT count(*) FROM arena_answers WHERE model = ? AND current = 1 AND checkpoint_sha <> ?",
+                                (model, checkpoint_sha)).fetchone()[0]
             added = db.executemany(
                 "INSERT INTO arena_answers (prompt_id, model, checkpoint_sha, text, decoding, seed, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -715,6 +809,8 @@ class Store:
                        (checkpoint_sha, model))
             db.execute("DELETE FROM arena_shown WHERE left_answer IN (SELECT id FROM arena_answers WHERE current = 0) "
                        "OR right_answer IN (SELECT id FROM arena_answers WHERE current = 0)")
+            if added or before:
+                self._audit(db, by, "arena_answers", model, checkpoint_sha=checkpoint_sha, added=added, retired=before)
             return added
 
     def next_match(self, annotator: str, rng: random.Random | None = None) -> Match | None:

@@ -1,10 +1,12 @@
-"""Accounts of the labeling app: create, list, reset passwords (stored as argon2 hashes), lift login locks.
+"""Accounts of the labeling app: create, list, reset passwords (stored as argon2 hashes), change roles, remove
+accounts, lift login locks. A reset, a role change and a removal end the account's open sessions at once.
 
 Run:    make user NAME=alice ROLE=annotator          (asks for the password twice)
-        make user NAME=alice UNLOCK=1                (after too many wrong passwords)
+        make user NAME=alice DO=passwd               (DO=role ROLE=admin, DO=remove, DO=unlock)
         python -m labeling_ui.users --db data/labels_tiny.db add alice --role admin
-        python -m labeling_ui.users --db data/labels_tiny.db list | passwd alice | unlock alice
+        python -m labeling_ui.users --db data/labels_tiny.db list | passwd alice | role alice --role admin | remove alice | unlock alice
 The password comes from the environment variable LABEL_PASSWORD when set (scripts), else from a prompt.
+A removed account keeps its labels and its name; it can no longer log in.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list", help="list accounts")
     pw = sub.add_parser("passwd", help="set a new password")
     pw.add_argument("name")
+    ro = sub.add_parser("role", help="change an account's role")
+    ro.add_argument("name")
+    ro.add_argument("--role", choices=ROLES, required=True)
+    rm = sub.add_parser("remove", help="close an account (its labels stay)")
+    rm.add_argument("name")
     un = sub.add_parser("unlock", help="lift a login lock (too many wrong passwords) and forget the failures")
     un.add_argument("name")
     args = parser.parse_args(argv)
@@ -46,12 +53,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"created {args.role} {args.name} in {store.where}")
         elif args.cmd == "passwd":
             store.set_password(args.name, _password())
-            print(f"password of {args.name} changed")
+            print(f"password of {args.name} changed; its open sessions ended")
+        elif args.cmd == "role":
+            store.set_role(args.name, args.role)
+            print(f"{args.name} is now {args.role}; its open sessions ended")
+        elif args.cmd == "remove":
+            store.remove_annotator(args.name)
+            print(f"{args.name} removed (its labels stay); its open sessions ended")
         elif args.cmd == "unlock":
             print(f"{args.name} unlocked" if store.unlock(args.name) else f"{args.name} was not locked")
         else:
-            for a in store.annotators():
-                print(f"{a['name']:24s} {a['role']}")
+            for a in store.annotators(removed=True):
+                print(f"{a['name']:24s} {a['role']:10s} {'removed' if a['removed_at'] else ''}".rstrip())
     except StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -157,3 +157,35 @@ def test_arena_vote_is_blind_until_cast_and_stored_with_its_sides(tmp_path, brow
     v = Store(db).arena_votes()
     assert len(v) == 1 and (v[0]["annotator"], v[0]["choice"], v[0]["left_model"], v[0]["right_model"]) == \
         ("alice", "a", left, right)
+
+
+def test_logout_and_a_password_reset_end_the_session_in_the_browser(tmp_path, browser):
+    from playwright.sync_api import expect
+    db = tmp_path / "labels.db"
+    store = fill_store(db, n_prompts=4)
+    with running_app(db) as (url, _):
+        # Log out: back at the login form, and the cookie opens nothing any more
+        page = login(browser, url, "alice")
+        page.locator("#btn-logout").click()
+        expect(page.get_by_label("username")).to_be_visible(timeout=15_000)
+        page.goto(url)
+        expect(page.get_by_label("username")).to_be_visible(timeout=15_000)
+        assert store.sessions("alice") == [] and store.audit_log(1)[0]["action"] == "logout"
+
+        # A password reset (as `make user NAME=bob DO=passwd` does) ends bob's open session at its next click
+        page = login(browser, url, "bob")
+        expect(page.locator("#resp-a textarea")).not_to_have_value("", timeout=15_000)
+        assert len(store.sessions("bob")) == 1
+        store.set_password("bob", "a-new-long-password")
+        assert store.sessions("bob") == []
+        page.locator("#btn-a").click()
+        expect(page.get_by_label("username")).to_be_visible(timeout=15_000)
+        assert store.judgments("bob") == []
+        page.get_by_label("username").fill("bob")
+        page.get_by_label("password").fill(PASSWORDS["bob"])  # the old password no longer works
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect credentials")).to_be_visible(timeout=15_000)
+        page.get_by_label("username").fill("bob")
+        page.get_by_label("password").fill("a-new-long-password")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Signed in as bob")).to_be_visible(timeout=30_000)

@@ -95,3 +95,34 @@ def test_fifty_wrong_logins_through_the_app_wait_without_argon2_and_others_log_i
         assert login(url, "alice", "alice-password")[0] == 200
     store = Store(db)
     assert store.login_status() == []
+
+
+def test_a_session_idles_out_through_the_app_and_the_store_keeps_only_its_token_hash(tmp_path):
+    import hashlib
+    import http.cookiejar
+    import urllib.parse
+
+    db = tmp_path / "labels.db"
+    fill_store(db)
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+    def status(url: str) -> int:
+        try:
+            return browser.open(url, timeout=10).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    with running_app(db, None, "app.session_idle_s=2") as (url, _):
+        body = urllib.parse.urlencode({"username": "alice", "password": PASSWORDS["alice"]}).encode()
+        assert browser.open(f"{url}/login", body, timeout=10).status == 200
+        token = next(c.value for c in jar if c.name.startswith("access-token-"))
+        sha = hashlib.sha256(token.encode()).hexdigest()
+        raw = Store(db)._db().execute("SELECT token_sha FROM sessions").fetchall()
+        assert [r[0] for r in raw] == [sha]                               # the hash, never the token
+        for _ in range(3):  # in use, it stays open past the idle limit
+            assert status(f"{url}/config") == 200
+            time.sleep(0.9)
+        time.sleep(2.3)
+        assert status(f"{url}/config") == 401                             # idle: ended
+        assert Store(db).audit_log(1)[0]["action"] == "session_expired"

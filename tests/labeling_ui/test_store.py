@@ -256,6 +256,10 @@ def test_the_audit_trail_records_logins_accounts_unlocks_and_exports_and_cannot_
         with pytest.raises(Exception, match="append-only"):
             raw_sql(store).execute(sql)
     assert len(store.audit_log()) == len(log)
+    store.add_arena_answers("sft", "sha-1", [{"prompt_id": "p000", "text": "5.", "decoding": {}, "seed": 0}])
+    store.add_arena_answers("sft", "sha-2", [{"prompt_id": "p000", "text": "5!", "decoding": {}, "seed": 0}], by="boss")
+    assert [(r["actor"], r["action"], r["subject"], r["detail"]["retired"]) for r in store.audit_log(2)] == [
+        ("boss", "arena_answers", "sft", 1), ("cli", "arena_answers", "sft", 0)]  # a retrained model's reset
 
 
 def test_store_has_no_sql_that_rewrites_audit_rows():
@@ -265,3 +269,69 @@ def test_store_has_no_sql_that_rewrites_audit_rows():
     code = Path(module.__file__).read_text()
     statements = re.findall(r"(?is)\b(UPDATE|DELETE\s+FROM)\s+(\w+)", code)
     assert statements and not [s for s in statements if s[1].lower() == "audit"]
+
+
+def test_sessions_end_at_logout_when_idle_and_when_the_account_changes(label_db):
+    store = fill_store(label_db)
+    for n, who in enumerate(("alice", "alice", "bob", "bob", "boss")):
+        store.start_session(f"t{n}", who, "10.0.0.1")
+    assert [store.session_user(f"t{n}", idle_s=60) for n in range(5)] == ["alice", "alice", "bob", "bob", "boss"]
+    store.end_session("t0")                                        # logout: that browser only
+    assert store.session_user("t0", 60) is None and store.session_user("t1", 60) == "alice"
+    store.set_password("alice", "plum kettle orbit", by="boss")     # a reset ends every session of the account
+    store.set_role("bob", "admin", by="boss")                       # so does a role change
+    assert [store.session_user(f"t{n}", 60) for n in range(5)] == [None, None, None, None, "boss"]
+    time.sleep(0.25)
+    assert store.session_user("t4", idle_s=0.2) is None             # idle too long
+    assert [(r["action"], r["detail"].get("sessions_ended")) for r in reversed(store.audit_log(4))] == [
+        ("logout", None), ("password_set", 1), ("role_set", 2), ("session_expired", None)]
+    store.start_session("t5", "boss")
+    for _ in range(3):  # in use: seen often enough that it never idles out
+        time.sleep(0.1)
+        assert store.session_user("t5", idle_s=0.25) == "boss"
+    assert store.sessions() and all(len(r) == 4 and "token_sha" not in r for r in store.sessions())
+
+
+def test_a_removed_account_keeps_its_labels_but_can_not_log_in_or_submit_and_frees_its_items(label_db):
+    store = fill_store(label_db)
+    policy = LoginPolicy()
+    done = store.next_item("alice", "pair")
+    store.submit("alice", done.item_id, choice="a")
+    held = store.next_item("alice", "pair")
+    store.start_session("t", "alice")
+    store.remove_annotator("alice", by="boss")
+    assert store.session_user("t", 60) is None and not store.login("alice", "alice-password", "10.0.0.1", policy)
+    assert store.annotator("alice") is None and "alice" not in {a["name"] for a in store.annotators()}
+    assert [a["name"] for a in store.annotators(removed=True) if a["removed_at"]] == ["alice"]
+    with pytest.raises(StoreError, match="no user 'alice'"):
+        store.submit("alice", held.item_id, choice="b")
+    assert [j["item_id"] for j in store.judgments("alice")] == [done.item_id]      # the label stays
+    assert store.counts()["assignments"] == 0                                      # the open item is free again
+    with pytest.raises(StoreError, match="already exists"):
+        store.add_annotator("alice", "plum kettle orbit")
+    for act in (lambda: store.remove_annotator("boss"), lambda: store.set_role("boss", "annotator")):
+        with pytest.raises(StoreError, match="only admin"):
+            act()
+    store.set_role("bob", "admin")
+    store.set_role("boss", "annotator")                                            # now there is another admin
+
+
+def test_make_user_resets_passwords_changes_roles_and_removes_accounts(tmp_path):
+    import subprocess
+    import sys
+    db = tmp_path / "labels.db"
+    store = fill_store(db)
+    store.start_session("t", "bob")
+
+    def users(*args, password=None):
+        env = {**__import__("os").environ, **({"LABEL_PASSWORD": password} if password else {})}
+        return subprocess.run([sys.executable, "-m", "labeling_ui.users", "--db", str(db), *args],
+                              capture_output=True, text=True, env=env)
+    r = users("passwd", "bob", password="plum kettle orbit")
+    assert r.returncode == 0 and "sessions ended" in r.stdout and store.session_user("t", 60) is None
+    assert store.verify("bob", "plum kettle orbit")
+    assert users("role", "bob", "--role", "admin").returncode == 0 and store.annotator("bob")["role"] == "admin"
+    assert users("remove", "alice").returncode == 0
+    r = users("remove", "alice")
+    assert r.returncode == 2 and r.stderr.strip() == "error: no user 'alice'"
+    assert users("list").stdout.split() == ["boss", "admin", "alice", "annotator", "removed", "bob", "admin"]
