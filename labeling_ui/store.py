@@ -334,6 +334,26 @@ def check_password(name: str, password: str) -> None:
         raise StoreError("password: that is one of the most common passwords; choose another (a few unrelated words work)")
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 controls, DEL; tab and newline are text
+
+
+def clean_text(text: str, field: str, limit: int) -> str | None:
+    """People's text as the store keeps it: line endings as \\n, trimmed, None when empty; a one-line error for
+    text past `limit` or with a control character (which no keyboard types, and PostgreSQL refuses NUL)."""
+    text = (text or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    if len(text) > limit:
+        raise StoreError(f"{field} is {len(text)} characters; the limit is {limit}")
+    if bad := CONTROL.search(text):
+        raise StoreError(f"{field} has a control character (U+{ord(bad.group()):04X}) at character {bad.start() + 1}; "
+                         "remove it (pasted text sometimes carries one)")
+    return text or None
+
+
+def printable(text: str, limit: int = 64) -> str:
+    """What a stranger typed (a login name), fit for the audit trail: at most `limit` characters, controls as U+FFFD."""
+    return CONTROL.sub("\ufffd", text[:limit])
+
+
 def _now() -> float:
     return time.time()
 
@@ -535,6 +555,7 @@ class Store:
         an account with `policy.lock_after` is locked until an admin unlocks it. Refusals look like wrong
         passwords and are not counted, so a burst of guesses costs the server almost nothing. The counts live
         in the store, so every app worker sees them."""
+        name = printable(name, 200)  # a name past 64 characters or with a control character matches no account
         subjects = [f"account:{name}", f"address:{address}"]
         now = _now()
         db = self._db()
@@ -757,10 +778,8 @@ class Store:
         """Record one judgment of an item assigned to `annotator`, in one transaction. Returns its id once durable."""
         flags = sorted(set(flags))
         if bad := [f for f in flags if f not in FLAGS]:
-            raise StoreError(f"unknown flag {bad[0]!r}; flags are {', '.join(FLAGS)}")
-        correction = (correction or "").strip() or None
-        if correction and len(correction) > MAX_CORRECTION_CHARS:
-            raise StoreError(f"correction is {len(correction)} characters; the limit is {MAX_CORRECTION_CHARS}")
+            raise StoreError(f"unknown flag {printable(str(bad[0]), 40)!r}; flags are {', '.join(FLAGS)}")
+        correction = clean_text(correction, "correction", MAX_CORRECTION_CHARS)
         with self._tx() as db:
             aid = self._annotator_id(db, annotator)
             if db.execute("SELECT 1 FROM judgments WHERE item_id = ? AND annotator_id = ?", (item_id, aid)).fetchone():

@@ -189,3 +189,40 @@ def test_logout_and_a_password_reset_end_the_session_in_the_browser(tmp_path, br
         page.get_by_label("password").fill("a-new-long-password")
         page.get_by_role("button", name="Login").click()
         expect(page.get_by_text("Signed in as bob")).to_be_visible(timeout=30_000)
+
+
+def test_script_in_a_correction_or_a_login_name_is_shown_as_text_and_never_runs(tmp_path, browser):
+    from playwright.sync_api import expect
+    db = tmp_path / "labels.db"
+    fill_store(db, n_prompts=4)
+    planted = '<img src=x onerror="window.__pwned = 1"><script>window.__pwned = 1</script> 5 & 6'
+    with running_app(db) as (url, _):
+        page = login(browser, url, "alice")
+        expect(page.locator("#resp-a textarea")).not_to_have_value("", timeout=15_000)
+        status = page.locator("#pair-status textarea")
+        page.locator("#pair-correction textarea").fill("7.\x07")          # a control character: refused, text kept
+        page.locator("#btn-both-bad").click()
+        expect(status).to_have_value(re.compile(r"Not saved: correction has a control character \(U\+0007\)"),
+                                     timeout=15_000)
+        assert page.locator("#pair-correction textarea").input_value() == "7.\x07"
+        page.locator("#pair-correction textarea").fill(planted)
+        page.locator("#btn-both-bad").click()
+        expect(status).to_have_value(re.compile(r"Saved judgment"), timeout=15_000)
+        assert Store(db).judgments("alice")[0]["correction"] == planted
+        page.get_by_role("tab", name="My history").click()
+        page.locator("#btn-history").click()
+        expect(page.get_by_test_id("cell-0-5")).to_have_text(planted[:80], timeout=15_000)  # the correction column
+        assert page.evaluate("window.__pwned") is None and page.locator("img[src='x']").count() == 0
+
+        # a stranger types markup as a user name; the admin reads it in the audit trail, as text
+        stranger = browser.new_page()
+        stranger.goto(url)
+        stranger.get_by_label("username").fill(planted)
+        stranger.get_by_label("password").fill("whatever-it-is")
+        stranger.get_by_role("button", name="Login").click()
+        expect(stranger.get_by_text("Incorrect credentials")).to_be_visible(timeout=15_000)
+        admin = login(browser, url, "boss")
+        admin.get_by_role("tab", name="Admin").click()
+        admin.locator("#btn-audit").click()
+        expect(admin.locator("span.text", has_text=planted).first).to_have_text(planted, timeout=15_000)
+        assert admin.evaluate("window.__pwned") is None and admin.locator("img[src='x']").count() == 0

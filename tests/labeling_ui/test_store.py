@@ -64,7 +64,10 @@ def test_submit_validates_and_a_refused_submit_changes_nothing(store):
     shown = store.next_item("alice", "pair")
     for kwargs, msg in [({"choice": "maybe"}, "a pair takes a choice"), ({"ranks": [1, 2]}, "a pair takes a choice"),
                         ({"choice": "a", "flags": ["boring"]}, "unknown flag"),
-                        ({"choice": "a", "correction": "x" * 5000}, "limit is 4000")]:
+                        ({"choice": "a", "correction": "x" * 5000}, "limit is 4000"),
+                        ({"choice": "a", "flags": ["x" * 10_000]}, "unknown flag 'x{40}'; flags"),
+                        ({"choice": "a", "correction": "5.\x00"}, r"control character \(U\+0000\) at character 3"),
+                        ({"choice": "a", "correction": "5 \x1b[31mred"}, r"control character \(U\+001B\)")]:
         with pytest.raises(StoreError, match=msg):
             store.submit("alice", shown.item_id, **kwargs)
     assert store.counts()["judgments"] == 0 and store.counts()["assignments"] == 1
@@ -335,3 +338,16 @@ def test_make_user_resets_passwords_changes_roles_and_removes_accounts(tmp_path)
     r = users("remove", "alice")
     assert r.returncode == 2 and r.stderr.strip() == "error: no user 'alice'"
     assert users("list").stdout.split() == ["boss", "admin", "alice", "annotator", "removed", "bob", "admin"]
+
+
+def test_peoples_text_is_stored_as_typed_and_strangers_login_names_as_plain_text(label_db):
+    store = fill_store(label_db)
+    hostile = '<script>window.__pwned = 1</script>\r\n<img src=x onerror="alert(1)">\t5 &amp; 6'
+    shown = store.next_item("alice", "pair")
+    store.submit("alice", shown.item_id, choice="both_bad", correction=hostile)
+    assert store.judgments("alice")[0]["correction"] == hostile.replace("\r\n", "\n")  # verbatim, one line ending
+    policy = LoginPolicy()
+    for name in ("nobody\x00", "<img src=x onerror=alert(1)>" * 100, "\x1b[2Jboss"):  # no crash, on either backend
+        assert not store.login(name, "boss-password", "10.0.0.1", policy)
+    recorded = [r["subject"] for r in store.audit_log(3)][::-1]
+    assert recorded == ["nobody\ufffd", ("<img src=x onerror=alert(1)>" * 100)[:200], "\ufffd[2Jboss"]
