@@ -102,7 +102,10 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
 
     # ---------------------------------------------------------------- pair mode
     def next_pair(name: str):
-        shown = store.next_item(name, "pair", active=active)
+        try:
+            shown = store.next_item(name, "pair", active=active)
+        except StoreError as e:
+            return None, "", "", "", f"Could not load the next item: {e}"
         if shown is None:
             return None, "", "", "", "Nothing left to compare. Thank you!"
         return shown.item_id, prompt_text(shown), shown.texts[0], shown.texts[1], f"Item {shown.item_id}"
@@ -136,10 +139,13 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
 
     # ---------------------------------------------------------------- rank mode
     def next_rank(name: str):
-        shown = store.next_item(name, "rank", active=active)
+        try:
+            shown, why = store.next_item(name, "rank", active=active), "Nothing left to rank. Thank you!"
+        except StoreError as e:
+            shown, why = None, f"Could not load the next item: {e}"
         if shown is None:
             empty = [gr.update(value="", visible=False)] * k + [gr.update(value=None, visible=False)] * k
-            return [None, "", *empty, "Nothing left to rank. Thank you!"]
+            return [None, "", *empty, why]
         n = len(shown.texts)
         boxes = [gr.update(value=shown.texts[i] if i < n else "", visible=i < n) for i in range(k)]
         radios = [gr.update(value=None, choices=list(range(1, n + 1)), visible=i < n) for i in range(k)]
@@ -166,7 +172,10 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
 
     # ---------------------------------------------------------------- arena: blind votes between models
     def next_match(name: str):
-        m = store.next_match(name)
+        try:
+            m = store.next_match(name)
+        except StoreError as e:
+            return None, "", "", "", f"Could not load the next match: {e}"
         if m is None:
             return None, "", "", "", "No arena match left for you (run `make arena-seed` after training more models)."
         return [m.left, m.right], prompt_text_of(m.prompt), m.texts[0], m.texts[1], ""

@@ -38,6 +38,7 @@ per process; it keeps one connection per thread.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -264,12 +265,17 @@ def _row_factory(cursor):
 
 
 class _Postgres:
-    """A psycopg connection that takes the module's SQL as written: `?` and `:name` placeholders."""
+    """A psycopg connection that takes the module's SQL as written: `?` and `:name` placeholders. A statement
+    outside a transaction (only reads are) that finds the connection dropped is repeated once on a new one."""
 
     def __init__(self, url: str):
-        import psycopg
-        self.conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+        self.url = url
+        self.conn = self._connect()
         self._sql: dict[str, str] = {}
+
+    def _connect(self):
+        import psycopg
+        return psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
 
     def _q(self, sql: str) -> str:
         if sql not in self._sql:
@@ -277,7 +283,15 @@ class _Postgres:
         return self._sql[sql]
 
     def execute(self, sql: str, args=()):
-        return self.conn.execute(self._q(sql), args or None)
+        import psycopg
+        outside = self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            return self.conn.execute(self._q(sql), args or None)
+        except psycopg.OperationalError:
+            if not (outside and self.conn.broken):
+                raise
+            self.conn = self._connect()
+            return self.conn.execute(self._q(sql), args or None)
 
     def executemany(self, sql: str, rows):
         cur = self.conn.cursor()
@@ -294,6 +308,21 @@ class StoreError(UserError):
 
 class ItemFull(StoreError):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The store could not take a write (its disk full or read-only, SQLite locked past its timeout, the PostgreSQL
+    connection dropped): the transaction was rolled back and nothing of it was saved."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"the label store cannot take writes just now ({reason}); nothing of this was saved, "
+                         "so submit again in a moment or tell your admin")
+
+
+# SQLite result codes of a store that cannot take a write just now (the rest are bugs and stay loud).
+UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN",
+               "SQLITE_PROTOCOL")
 
 
 @dataclass
@@ -362,9 +391,11 @@ WRITE_LOCK = 0x1abe1  # PostgreSQL advisory lock key that every write transactio
 
 
 class Store:
-    def __init__(self, db: str | Path, lease_s: float = 1800.0):
-        """`db`: a SQLite file path (created if missing) or a postgresql:// URL (the database must exist)."""
+    def __init__(self, db: str | Path, lease_s: float = 1800.0, busy_timeout_s: float = 30.0):
+        """`db`: a SQLite file path (created if missing) or a postgresql:// URL (the database must exist).
+        `busy_timeout_s`: how long a write waits for another process's SQLite write lock before it fails."""
         self.postgres = is_postgres(db)
+        self.busy_timeout_s = busy_timeout_s
         self.path = None if self.postgres else Path(db)
         self.where = _redact(str(db)) if self.postgres else str(db)
         self.lease_s = lease_s
@@ -375,16 +406,18 @@ class Store:
         if self.postgres:
             import psycopg
             self._integrity = (sqlite3.IntegrityError, psycopg.IntegrityError)
+            self._faults = (psycopg.OperationalError,)
             try:
                 with self._tx() as tx:
                     tx.execute(postgres_schema())
-            except psycopg.Error as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise StoreError(f"{self.where}: cannot open the label store ({first}); check DB= (a reachable "
+            except (psycopg.Error, StoreUnavailable) as e:
+                why = e.reason if isinstance(e, StoreUnavailable) else _first_line(e)
+                raise StoreError(f"{self.where}: cannot open the label store ({why}); check DB= (a reachable "
                                  "postgresql://user@host:port/database whose database exists)") from None
             self._add_missing_columns()
             return
         self._integrity = (sqlite3.IntegrityError,)
+        self._faults = (sqlite3.OperationalError, sqlite3.DatabaseError)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db().executescript("BEGIN IMMEDIATE;" + SCHEMA + SQLITE_TRIGGERS + "COMMIT;")
@@ -409,12 +442,16 @@ class Store:
             if self.postgres:
                 db = _Postgres(self._url)
             else:
-                db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
                 db.row_factory = sqlite3.Row
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-                db.execute("PRAGMA busy_timeout=30000")
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=FULL")
+                    db.execute("PRAGMA foreign_keys=ON")
+                    db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+                except sqlite3.Error:
+                    db.close()
+                    raise
             self._local.db = db
         return db
 
@@ -422,20 +459,39 @@ class Store:
     def _tx(self):
         # Threads of this process queue on a lock (woken at once, in turn); only other processes meet
         # SQLite's busy handler, whose back-off sleeps (up to 100 ms each) made tail latency seconds long.
-        db = self._db()
+        # A fault of the store itself (see StoreUnavailable) rolls the transaction back and becomes one StoreError
+        # that says why; a dropped PostgreSQL connection is replaced at the next call.
         with self._write_lock:
-            if self.postgres:
-                with db.conn.transaction():
-                    db.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
-                    yield db
-                return
-            db.execute("BEGIN IMMEDIATE")
+            db = None
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db = self._db()
+                if self.postgres:
+                    with db.conn.transaction():
+                        db.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                        yield db
+                    return
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except self._faults as e:
+                if not self.postgres and not getattr(e, "sqlite_errorname", "").startswith(UNAVAILABLE):
+                    raise
+                with contextlib.suppress(Exception):  # a fresh connection next time: this one may be dropped or wedged
+                    if not self.postgres and db is not None and db.in_transaction:
+                        db.execute("ROLLBACK")
+                    self.close()
+                raise StoreUnavailable(self._fault_reason(e)) from None
+
+    def _fault_reason(self, e: Exception) -> str:
+        # SQLite says "unable to open database file" for a directory it cannot write its journal in
+        if not self.postgres and not all(os.access(p, os.W_OK) for p in (self.path, self.path.parent) if p.exists()):
+            return f"{self.path} is read-only"
+        return _first_line(e)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -512,15 +568,18 @@ class Store:
         if row is None:
             return None
         now = _now()
-        if now - row["seen_at"] > idle_s:
-            with self._tx() as db:
-                if db.execute("DELETE FROM sessions WHERE token_sha = ?", (token_sha,)).rowcount:
-                    self._audit(db, row["name"], "session_expired", row["name"], idle_s=round(now - row["seen_at"]))
-            return None
-        if now - row["seen_at"] > min(touch_s, idle_s / 10):
-            with self._tx() as db:
-                db.execute("UPDATE sessions SET seen_at = ? WHERE token_sha = ?", (now, token_sha))
-        return row["name"]
+        try:  # a store that cannot take writes just now still answers who is signed in
+            if now - row["seen_at"] > idle_s:
+                with self._tx() as db:
+                    if db.execute("DELETE FROM sessions WHERE token_sha = ?", (token_sha,)).rowcount:
+                        self._audit(db, row["name"], "session_expired", row["name"], idle_s=round(now - row["seen_at"]))
+                return None
+            if now - row["seen_at"] > min(touch_s, idle_s / 10):
+                with self._tx() as db:
+                    db.execute("UPDATE sessions SET seen_at = ? WHERE token_sha = ?", (now, token_sha))
+        except StoreUnavailable:
+            pass
+        return None if now - row["seen_at"] > idle_s else row["name"]
 
     def end_session(self, token_sha: str) -> None:
         """Log one session out."""
@@ -936,6 +995,10 @@ class Store:
 
 def _opt(kind, value):
     return None if value is None else kind(value)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _redact(url: str) -> str:
