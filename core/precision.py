@@ -11,8 +11,9 @@
 
 Which is fastest depends on the CPU, not the project: on this project's AMD EPYC (avx512_bf16, no AMX)
 oneDNN is ~2x MKL and bf16 ~1.5x oneDNN; on an Intel Xeon with AMX, MKL is already AVX-512 and bf16
-runs at ~4x fp32. The probe takes about a second; its figures are cached per machine (CPU model, torch
-version, threads, model shape) in $PIPELINE_CACHE_DIR (default ~/.cache/alignment-pipeline), so the
+runs at ~4x fp32; on an Intel Xeon with avx512_bf16 but no AMX, MKL wins and bf16 trains at 0.67x.
+The probe takes about a second; its figures are cached per machine (CPU model, torch version, threads,
+model shape) in $PIPELINE_CACHE_DIR (default ~/.cache/alignment-pipeline), so the
 next stage on the same shape only reads them. Under several processes every rank uses the rates
 averaged over ranks, so they all pick the same path.
 """
