@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         models = named_checkpoints(args.model)
         cfg = load_config(LabelConfig, args.config, args.overrides)
-        store = Store(args.db, lease_s=cfg.app.lease_s)
+        store = Store(args.db, lease_s=cfg.app.lease_s, busy_timeout_s=cfg.app.busy_timeout_s)
         if not any(a["role"] == "admin" for a in store.annotators()):
             raise UserError(f"{store.where}: no admin account yet; create one with "
                             "`make user NAME=<name> ROLE=admin` (it asks for the password)")

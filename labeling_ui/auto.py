@@ -78,7 +78,7 @@ def model_judge(judge, shown) -> dict:
 def main(cfg: LabelConfig, db: str, out: str) -> dict:
     stage = StageDir(out)
     stage.start(cfg, stage_file=__file__)
-    store = Store(db, lease_s=cfg.app.lease_s)
+    store = Store(db, lease_s=cfg.app.lease_s, busy_timeout_s=cfg.app.busy_timeout_s)
     members = team(cfg, store)
     rngs = {name: random.Random(f"{cfg.auto.seed}:{name}") for name, _ in members}
     done: Counter = Counter()

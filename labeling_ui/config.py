@@ -48,10 +48,11 @@ class AppSettings:
     concurrency: int = 32              # submits handled at once (SQLite serialises the writes themselves)
     login: LoginPolicy = field(default_factory=LoginPolicy)  # throttled logins: waits, then a lock (labeling_ui/store.py)
     session_idle_s: float = 43200.0    # a session with no request for this long ends (the browser asks to log in again)
+    busy_timeout_s: float = 30.0       # a write waits this long for another process's SQLite write lock, then "Not saved"
 
     def validate(self) -> None:
-        if self.session_idle_s <= 0 or self.lease_s <= 0 or self.concurrency < 1:
-            raise UserError("app: need session_idle_s > 0, lease_s > 0 and concurrency >= 1")
+        if min(self.session_idle_s, self.lease_s, self.busy_timeout_s) <= 0 or self.concurrency < 1:
+            raise UserError("app: need session_idle_s > 0, lease_s > 0, busy_timeout_s > 0 and concurrency >= 1")
 
 
 @dataclass

@@ -151,6 +151,22 @@ def test_the_app_says_not_saved_on_a_full_disk_keeps_serving_and_saves_once_spac
         assert len(Store(db).judgments("alice")) == 2 + saved   # exactly what it acknowledged
 
 
+def test_the_app_says_not_saved_while_another_process_holds_the_sqlite_lock_past_app_busy_timeout_s(tmp_path):
+    db = tmp_path / "labels.db"
+    store = fill_store(db, n_prompts=20)
+    with running_app(db, None, "app.busy_timeout_s=0.5") as (url, _):
+        c = Client(url, auth=("alice", PASSWORDS["alice"]), verbose=False)
+        c.predict(api_name="/start")
+        other = raw_sql(store)
+        other.execute("BEGIN IMMEDIATE")  # e.g. a long export or a backup tool writing
+        try:
+            assert _vote(c).startswith("Not saved: the label store cannot take writes just now (database is locked)")
+        finally:
+            other.execute("ROLLBACK")
+        assert _vote(c).startswith("Saved judgment")
+    assert len(Store(db).judgments("alice")) == 1
+
+
 def test_the_app_on_postgres_survives_its_connections_being_killed(postgres_server):
     url = postgres_server.new_database("faults_app")
     store = fill_store(url, n_prompts=20)
