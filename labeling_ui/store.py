@@ -417,7 +417,7 @@ class Store:
             self._add_missing_columns()
             return
         self._integrity = (sqlite3.IntegrityError,)
-        self._faults = (sqlite3.OperationalError, sqlite3.DatabaseError)
+        self._faults = (sqlite3.DatabaseError,)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db().executescript("BEGIN IMMEDIATE;" + SCHEMA + SQLITE_TRIGGERS + "COMMIT;")
@@ -447,8 +447,7 @@ class Store:
                 try:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("PRAGMA synchronous=FULL")
-                    db.execute("PRAGMA foreign_keys=ON")
-                    db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+                    db.execute("PRAGMA foreign_keys=ON")  # connect's timeout is SQLite's busy timeout
                 except sqlite3.Error:
                     db.close()
                     raise
@@ -462,7 +461,6 @@ class Store:
         # A fault of the store itself (see StoreUnavailable) rolls the transaction back and becomes one StoreError
         # that says why; a dropped PostgreSQL connection is replaced at the next call.
         with self._write_lock:
-            db = None
             try:
                 db = self._db()
                 if self.postgres:
@@ -481,9 +479,7 @@ class Store:
             except self._faults as e:
                 if not self.postgres and not getattr(e, "sqlite_errorname", "").startswith(UNAVAILABLE):
                     raise
-                with contextlib.suppress(Exception):  # a fresh connection next time: this one may be dropped or wedged
-                    if not self.postgres and db is not None and db.in_transaction:
-                        db.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # closing rolls back; a fresh connection next time
                     self.close()
                 raise StoreUnavailable(self._fault_reason(e)) from None
 
@@ -568,18 +564,18 @@ class Store:
         if row is None:
             return None
         now = _now()
+        idle = now - row["seen_at"]
         try:  # a store that cannot take writes just now still answers who is signed in
-            if now - row["seen_at"] > idle_s:
+            if idle > idle_s:
                 with self._tx() as db:
                     if db.execute("DELETE FROM sessions WHERE token_sha = ?", (token_sha,)).rowcount:
-                        self._audit(db, row["name"], "session_expired", row["name"], idle_s=round(now - row["seen_at"]))
-                return None
-            if now - row["seen_at"] > min(touch_s, idle_s / 10):
+                        self._audit(db, row["name"], "session_expired", row["name"], idle_s=round(idle))
+            elif idle > min(touch_s, idle_s / 10):
                 with self._tx() as db:
                     db.execute("UPDATE sessions SET seen_at = ? WHERE token_sha = ?", (now, token_sha))
         except StoreUnavailable:
             pass
-        return None if now - row["seen_at"] > idle_s else row["name"]
+        return None if idle > idle_s else row["name"]
 
     def end_session(self, token_sha: str) -> None:
         """Log one session out."""
