@@ -19,7 +19,6 @@ trust it.
 from __future__ import annotations
 
 import math
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,8 +221,9 @@ def length_controlled(outcomes: list[float], len_a: list[int], len_b: list[int])
 def win_rate(outcomes: list[float], n_boot: int = 2000, seed: int = 0) -> dict:
     """Mean outcome (ties half) with a 95 % bootstrap CI over prompts, and the counts."""
     n = len(outcomes)
-    rng = random.Random(seed)
-    boots = sorted(sum(outcomes[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    gen = torch.Generator().manual_seed(seed)
+    resampled = torch.tensor(outcomes, dtype=torch.float64)[torch.randint(n, (n_boot, n), generator=gen)]
+    boots = resampled.mean(1).sort().values.tolist()  # one tensor op: a Python loop took ~0.3 s per call
     return {"n": n, "win_rate": round(sum(outcomes) / n, 3),
             "ci95": [round(boots[int(0.025 * n_boot)], 3), round(boots[int(0.975 * n_boot) - 1], 3)],
             "wins": outcomes.count(1.0), "ties": outcomes.count(0.5), "losses": outcomes.count(0.0)}
