@@ -3,9 +3,9 @@
 Run:    make bench      (python -m bench.pretrain_step [--steps 8] [--sizes 192x4,256x6])
 
 For each model size (batch 16 x 256 tokens, all cores) these loops train on random token ids:
-  proj-<p>   the pretrain stage's own step (pretrain.train.train_step: compiled loss, fused AdamW, through
-             accelerate's Accelerator, one process, tcmalloc when the Makefile found it) in each numerics
-             path p this CPU runs natively: fp32 (MKL), fp32-onednn, bf16 (core/precision.py). The one
+  proj-<p>   the pretrain stage's own step (pretrain.train.train_step: compiled loss, fused AdamW, deterministic
+             kernels, through accelerate's Accelerator, one process, tcmalloc when the Makefile found it) in
+             each numerics path p this CPU runs natively: fp32 (MKL), fp32-onednn, bf16 (core/precision.py). The one
              the stage's probe picks (train.precision: auto) is marked "<- picked": that is what
              `make pretrain` runs
   proj-libc  the picked path with the stock allocator (shown only when tcmalloc is used)
@@ -121,7 +121,8 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
             from accelerate import Accelerator
 
             from core.precision import apply
-            tc = TrainConfig()  # the stage's defaults: compile + fused AdamW
+            tc = TrainConfig()  # the stage's defaults: compile + fused AdamW, deterministic
+            torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)
             numerics = apply(variant.removeprefix("proj-"), model)
             accelerator = Accelerator(cpu=True, mixed_precision="bf16" if numerics.bf16 else "no")
             model, opt = accelerator.prepare(model, make_optimizer(model, tc))

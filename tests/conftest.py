@@ -17,6 +17,16 @@ from core.world import WorldConfig, corpus  # noqa: E402
 MICRO_WORLD = WorldConfig(corpus_chars=400_000, heldout_corpus_chars=30_000, n_prompts=400)
 
 
+@pytest.fixture(autouse=True)
+def _deterministic_flag_restored():
+    """The pretrain stage sets torch's process-wide deterministic mode (train.deterministic); a test that
+    runs it in-process must not hand that mode to the next test."""
+    import torch
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 @pytest.fixture(scope="session")
 def micro_world() -> WorldConfig:
     return MICRO_WORLD
