@@ -67,6 +67,9 @@ def ratings(votes: list[tuple[str, str, str]], models: list[str], anchor: str | 
     label per vote, e.g. its prompt) whole groups are resampled: votes on the same prompt are not
     independent (several annotators, one pair of answers), and resampling them one by one would
     make the interval too narrow."""
+    # In a canonical order, so the same votes give the same intervals whatever order the store returns them in.
+    order = sorted(range(len(votes)), key=lambda i: (groups[i] if groups else "", votes[i]))
+    votes, groups = [votes[i] for i in order], [groups[i] for i in order] if groups else None
     point = elo(bradley_terry(votes, models), anchor)
     rng = random.Random(seed)
     clusters: dict[str, list] = {}

@@ -55,3 +55,13 @@ def test_resampling_whole_prompts_widens_the_interval_of_correlated_votes():
     flat = ratings(votes, ["a", "b"], anchor="a", n_boot=300)["ci95"]["b"]
     grouped = ratings(votes, ["a", "b"], anchor="a", n_boot=300, groups=groups)["ci95"]["b"]
     assert grouped[1] - grouped[0] > 1.4 * (flat[1] - flat[0])   # ~sqrt(3) wider
+
+
+def test_the_same_votes_in_another_order_give_the_same_ratings_and_intervals():
+    base = simulate({"a": 1.0, "b": 1.5, "c": 0.7}, 120, seed=5)
+    groups = [f"p{i % 40}" for i in range(len(base))]
+    shuffled = list(zip(base, groups))
+    random.Random(1).shuffle(shuffled)
+    first = ratings(base, ["a", "b", "c"], anchor="a", n_boot=100, groups=groups)
+    again = ratings([v for v, _ in shuffled], ["a", "b", "c"], anchor="a", n_boot=100, groups=[g for _, g in shuffled])
+    assert again["rating"] == first["rating"] and again["ci95"] == first["ci95"]  # exactly: the arena's order varies
