@@ -79,7 +79,9 @@ def _win(m: dict | None, key: str) -> str:
     if m is None:
         return "not run"
     r = m["vs_sft"][key]
-    return f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}), correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}"
+    lc = f", length-controlled {_pct(r['length_controlled_win_rate'])}" if "length_controlled_win_rate" in r else ""
+    return (f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}){lc}, "
+            f"correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}")
 
 
 def seeds_table(runs: Path, seeds_dir: Path) -> list[list[str]]:

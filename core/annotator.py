@@ -227,14 +227,16 @@ def score_answers(prompts: list[dict], answers: list[str], judge: ScriptedAnnota
 
 
 def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: ScriptedAnnotator | None = None,
-                    n_boot: int = 2000, seed: int = 0) -> dict:
+                    n_boot: int = 2000, seed: int = 0, lengths: tuple[list[int], list[int]] | None = None) -> dict:
     """How often answer a beats answer b on the same prompt (ties count half), with a 95 % bootstrap CI
-    over prompts, a's losses split by cause (capability / preference), and each side's correct rate."""
+    over prompts, a's losses split by cause (capability / preference), and each side's correct rate. With the
+    answers' `lengths` (tokens of a, of b) also the length-controlled win rate (core.judges.length_controlled)."""
     judge = judge or ScriptedAnnotator()
-    from core.judges import win_rate
+    from core.judges import length_controlled, win_rate
     verdicts = [judge.verdict(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
     n = len(verdicts)
-    return {**win_rate([v for v, _ in verdicts], n_boot, seed),
+    lc = {"length_controlled_win_rate": length_controlled([v for v, _ in verdicts], *lengths)} if lengths else {}
+    return {**win_rate([v for v, _ in verdicts], n_boot, seed), **lc,
             # a's losses by cause: the task failed, or done but worse by style (what preference learning can fix)
             "losses_capability": sum(why == "capability" for _, why in verdicts),
             "losses_preference": sum(why == "preference" for _, why in verdicts),

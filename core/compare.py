@@ -44,9 +44,12 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
     for t in temperatures:
         d = Decoding(t, max_new_tokens=max_new_tokens)
         convs = [p["messages"] for p in prompts]
-        mine = [c.text for c in chat(policy, tokenizer, convs, d, seed=seed)]
-        ref = [c.text for c in chat(reference, tokenizer, convs, d, seed=seed)]
-        r = compare_answers(prompts, mine, ref, seed=seed)
+        mine_c, ref_c = chat(policy, tokenizer, convs, d, seed=seed), chat(reference, tokenizer, convs, d, seed=seed)
+        mine, ref = [c.text for c in mine_c], [c.text for c in ref_c]
+        # Length-controlled too: the rubric gives partial credit for shorter chatter, so a policy that only
+        # got shorter wins some prompts (the shuffled-label control shows how many).
+        r = compare_answers(prompts, mine, ref, seed=seed,
+                            lengths=([len(c.token_ids) for c in mine_c], [len(c.token_ids) for c in ref_c]))
         if all(p.get("reference") for p in prompts):
             best = [p["reference"] for p in prompts]
             ceiling = compare_answers(prompts, best, ref, seed=seed)["win_rate"]
@@ -68,7 +71,8 @@ def print_report(label: str, report: dict) -> None:
             ceiling = (f" of at most {r['ceiling']:.1%} (reference answers vs SFT; headroom used "
                        f"{r['headroom_used']:.0%})" if r.get("headroom_used") is not None else "")
             print(f"{label} vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-"
-                  f"{r['ci95'][1]:.1%}){ceiling}, correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, "
+                  f"{r['ci95'][1]:.1%}, length-controlled {r['length_controlled_win_rate']:.1%}){ceiling}, "
+                  f"correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}, "
                   f"distinct {r['distinct_policy']:.2f} vs {r['distinct_reference']:.2f}")
     print(f"KL({label} || SFT) {report['kl']['kl_per_sequence']:.3f} per answer")
 

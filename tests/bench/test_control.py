@@ -33,7 +33,8 @@ def _stage(d, metrics):
 
 
 def _policy(win):
-    r = {"win_rate": win, "ci95": [win - 0.05, win + 0.05], "correct_a": 0.8, "correct_b": 0.8}
+    r = {"win_rate": win, "ci95": [win - 0.05, win + 0.05], "length_controlled_win_rate": 0.5, "correct_a": 0.8,
+         "correct_b": 0.8}
     return {"vs_sft": {"greedy": r, "kl": {"kl_per_sequence": 1.5}}}
 
 
@@ -45,7 +46,7 @@ def test_tables_put_the_real_run_next_to_the_control_and_the_seeds(tmp_path):
     _stage(runs / "seeds" / "1" / "dpo", _policy(0.7))
     rows = table(runs, runs / "control")
     assert rows[0] == ["reward model", "held-out pair accuracy", "90.0 % (ceiling 95.0 %)", ""]
-    assert rows[1][2].startswith("80.0 % (75.0 %-85.0 %)") and rows[1][3].startswith("50.0 %")
+    assert rows[1][2].startswith("80.0 % (75.0 %-85.0 %), length-controlled 50.0 %") and rows[1][3].startswith("50.0 %")
     seeds = seeds_table(runs, runs / "seeds")
     assert seeds[0] == ["stage", "measure", "seed 0", "seed 1"]
     assert seeds[2][2].startswith("80.0 %") and seeds[2][3].startswith("70.0 %") and seeds[3][2:] == ["1.50", "1.50"]

@@ -69,3 +69,16 @@ def test_effect_report_states_the_ceiling_a_perfect_policy_would_reach(base_mode
     r = policy_vs_reference(model, model, tok, prompts, [0.0], max_new_tokens=6)["greedy, max_new_tokens=6"]
     # the same policy ties itself everywhere; the references beat an untrained model's answers everywhere
     assert (r["win_rate"], r["ties"]) == (0.5, 6) and r["ceiling"] == 1.0 and r["headroom_used"] == 0.0
+    assert r["length_controlled_win_rate"] == 0.5  # the same lengths: nothing to regress out
+
+
+def test_a_win_that_is_only_shorter_answers_is_taken_out_by_the_length_control():
+    from core.annotator import compare_answers
+    prompts = [{"task": "arithmetic", "a": 2, "b": 3, "op": "plus", "expected": 5, "messages": [], "reference": ""}] * 40
+    short, chatty = "2 plus 3 is 5.", "2 plus 3 is 5. By the way, the sun is hot. The moon is in the sky at night."
+    # a is shorter than b exactly where it wins; where both are short they tie
+    a = [short] * 40
+    b = [chatty] * 20 + [short] * 20
+    lengths = ([5] * 40, [25] * 20 + [5] * 20)
+    r = compare_answers(prompts, a, b, lengths=lengths)
+    assert r["win_rate"] == 0.75 and r["length_controlled_win_rate"] < 0.6
