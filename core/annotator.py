@@ -232,11 +232,10 @@ def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: Scri
     over prompts, a's losses split by cause (capability / preference), and each side's correct rate. With the
     answers' `lengths` (tokens of a, of b) also the length-controlled win rate (core.judges.length_controlled)."""
     judge = judge or ScriptedAnnotator()
-    from core.judges import length_controlled, win_rate
+    from core.judges import pairwise, win_rate
     verdicts = [judge.verdict(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
-    n = len(verdicts)
-    lc = {"length_controlled_win_rate": length_controlled([v for v, _ in verdicts], *lengths)} if lengths else {}
-    return {**win_rate([v for v, _ in verdicts], n_boot, seed), **lc,
+    n, outcomes = len(verdicts), [v for v, _ in verdicts]
+    return {**(pairwise(outcomes, *lengths, n_boot, seed) if lengths else win_rate(outcomes, n_boot, seed)),
             # a's losses by cause: the task failed, or done but worse by style (what preference learning can fix)
             "losses_capability": sum(why == "capability" for _, why in verdicts),
             "losses_preference": sum(why == "preference" for _, why in verdicts),
