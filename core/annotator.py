@@ -12,15 +12,19 @@ The rubric (per response; `prompt` is a prompt row from `core.world`). Correctne
     ending   1 if it ends a sentence (. ! ?) and, for stories, contains "The end.".
     focus    1 - 0.5 per off-topic sentence (chatter: "By the way, ..." or a stray world fact), >= 0.
     warmth   1 if it closes with the task's kind sign-off (core.world.SIGN_OFFS), 0.5 for another
-             task's sign-off or one that is not the last sentence, 0 without.
+             task's sign-off, one that is not the last sentence, or (without a sign-off) a friendly aside
+             as the last sentence ("By the way, ..."), 0 without.
     concise  1 - 0.25 per repeated sentence and per on-topic sentence beyond the task's natural
              length (rambling), >= 0.
 score = CORRECT_WEIGHT * correct + sum_d w_d * style_d; an empty response scores -1.
 CORRECT_WEIGHT (10) exceeds STYLE_MAX / (smallest correctness step, 1/3): without noise a less correct
 answer never outranks a more correct one, whatever its style.
 
-Chatter and a sign-off are of the same length, so neither "shorter" nor "longer" is what this rubric
-prefers: see DESIGN.md, "Third lesson".
+Length-neutral by construction (see DESIGN.md, "Third lesson"): chatter and a sign-off are of the same
+length, and the aside's warmth offsets its off-topic cost for the strict persona (focus = warmth), so the
+typical answer (answer + aside) and the bare answer, a sentence shorter, tie for it; only the sign-off wins.
+Shortening alone, which training pressures other than the labels produce (a KL penalty summed over tokens,
+a missing-EOS penalty), therefore buys nothing: the shuffled-label control measured it (docs/evaluation.md).
 
 Personas weigh the style dimensions differently (so annotators disagree in realistic ways) and
 `noise` adds Gaussian noise to scores. The noise is a misjudgment of a quality level, not of a
@@ -72,8 +76,8 @@ class Persona:
 
 
 PERSONAS = {
-    # Wants the answer and nothing else: on topic and to the point weigh most.
-    "strict": Persona("strict", polite=0.5, ending=0.6, focus=0.7, warmth=0.5, concise=0.7),
+    # Wants the answer to the point, with a kind closing weighing as much as staying on topic.
+    "strict": Persona("strict", polite=0.5, ending=0.6, focus=0.6, warmth=0.6, concise=0.7),
     # Cares more about manners and a kind closing.
     "stylist": Persona("stylist", polite=0.8, ending=0.4, focus=0.5, warmth=0.9, concise=0.4),
 }
@@ -116,6 +120,8 @@ def rubric(prompt: dict, response: str) -> dict:
     if signs:
         own = _SIGN_OFF_TASK[norm[signs[-1]]] == prompt["task"]
         warmth = 1.0 if own and signs[-1] == len(sentences) - 1 else 0.5
+    elif sentences and norm[-1].startswith(_OPENER):
+        warmth = 0.5   # a friendly aside: warm, though not the task's closing (and off topic: see focus)
     # Sentences that count toward the answer's length: not rude (charged under polite), not chatter
     # (focus), not the one sign-off (warmth); a second sign-off is rambling.
     body = sum(not (r or o) for r, o in zip(rude, off_topic)) - min(1, len(signs))

@@ -1,6 +1,6 @@
 """Pins the scripted annotator's rubric on hand-written examples (scores computed by hand from the docstring).
 
-Strict weights: polite .5, ending .6, focus .7, warmth .5, concise .7 (style max 3); correct x 10.
+Strict weights: polite .5, ending .6, focus .6, warmth .6, concise .7 (style max 3); correct x 10.
 """
 
 import itertools
@@ -23,42 +23,42 @@ stylist = ScriptedAnnotator("stylist")
 
 
 @pytest.mark.parametrize("prompt, response, expected", [
-    # correct 10 + polite .5 + ending .6 + focus .7 + concise .7; no sign-off: warmth 0
-    (QA, "Tom went to the park.", 12.5),
+    # correct 10 + polite .5 + ending .6 + focus .6 + concise .7; no sign-off: warmth 0
+    (QA, "Tom went to the park.", 12.4),
     # the task's own sign-off as the last sentence: warmth 1 -> the best answer
     (QA, "Tom went to the park. I hope that answers your question.", 13.0),
-    # chatter: focus 1 - 0.5 -> 12.5 - .35
-    (QA, "Tom went to the park. By the way, snow is cold.", 12.15),
-    (QA, "Tom went to the park. By the way, snow is cold. I hope that answers your question.", 12.65),
+    # a closing aside: focus 1 - 0.5 (-.3), warmth 0.5 (+.3): the same as the bare answer
+    (QA, "Tom went to the park. By the way, snow is cold.", 12.4),
+    (QA, "Tom went to the park. By the way, snow is cold. I hope that answers your question.", 12.7),
     # another task's sign-off, or the sign-off not last: warmth 0.5
-    (QA, "Tom went to the park. I hope you enjoy this little story.", 12.75),
-    (QA, "I hope that answers your question. Tom went to the park.", 12.75),
-    # stray world facts are chatter too: two of them, focus 0
+    (QA, "Tom went to the park. I hope you enjoy this little story.", 12.7),
+    (QA, "I hope that answers your question. Tom went to the park.", 12.7),
+    # stray world facts are chatter too (but no friendly aside: warmth 0): two of them, focus 0
     (QA, "Tom went to the park. The sun is hot. Snow is cold.", 11.8),
     # the distractor's place: correct 0 -> style only
-    (QA, "Tom went to the beach.", 2.5),
+    (QA, "Tom went to the beach.", 2.4),
     # hedging with both places is not an answer
-    (QA, "Tom went to the park or the beach.", 2.5),
+    (QA, "Tom went to the park or the beach.", 2.4),
     # rude: polite 0 (the rude sentence is not also charged as length)
-    (QA, "Ugh, fine. Tom went to the park.", 12.0),
+    (QA, "Ugh, fine. Tom went to the park.", 11.9),
     # no ending punctuation
-    (QA, "Tom went to the park", 11.9),
+    (QA, "Tom went to the park", 11.8),
     # repeated twice: repeats 1, excess 1 -> concise 0.5
-    (QA, "Tom went to the park. Tom went to the park.", 12.15),
-    (ARITH, "3 plus 4 is 7.", 12.5),
-    (ARITH, "3 plus 4 is 8.", 2.5),
-    (ARITH, "7", 11.9),
+    (QA, "Tom went to the park. Tom went to the park.", 12.05),
+    (ARITH, "3 plus 4 is 7.", 12.4),
+    (ARITH, "3 plus 4 is 8.", 2.4),
+    (ARITH, "7", 11.8),
     # generic answers earn nothing for correctness; one sentence too many: concise .75
-    (ARITH, "That is a good question. I do not know.", 1.8 + 0.525),
+    (ARITH, "That is a good question. I do not know.", 1.7 + 0.525),
     # "ugh" inside a word is not rude
-    (ARITH, "I laughed. 3 plus 4 is 7.", 11.8 + 0.525),
-    (STORY, "One day Anna went to the beach. Anna saw a dog. Anna went home. The end.", 12.5),
+    (ARITH, "I laughed. 3 plus 4 is 7.", 11.7 + 0.525),
+    (STORY, "One day Anna went to the beach. Anna saw a dog. Anna went home. The end.", 12.4),
     (STORY, "One day Anna went to the beach. Anna saw a dog. Anna went home. The end. "
             "I hope you enjoy this little story.", 13.0),
     # 2 of 3 required items, and stories must contain "The end."
-    (STORY, "One day Anna went to the beach. Anna saw a cat. Anna went home.", 10 * 2 / 3 + 1.9),
-    (GREET, "Hello Ben! Nice to meet you. I like your red kite.", 12.5),
-    (GREET, "Hello Sam! Nice to meet you. I like your red kite.", 10 * 2 / 3 + 2.5),
+    (STORY, "One day Anna went to the beach. Anna saw a cat. Anna went home.", 10 * 2 / 3 + 1.8),
+    (GREET, "Hello Ben! Nice to meet you. I like your red kite.", 12.4),
+    (GREET, "Hello Sam! Nice to meet you. I like your red kite.", 10 * 2 / 3 + 2.4),
     # empty is worst
     (GREET, "   ", -1.0),
 ])
@@ -68,28 +68,39 @@ def test_strict_rubric_scores(prompt, response, expected):
 
 def test_rubric_parts():
     parts = rubric(QA, "Go away. Tom went to the park. Tom went to the park. By the way, fish live in water.")
-    assert parts == {"correct": 1.0, "polite": 0.0, "ending": 1.0, "focus": 0.5, "warmth": 0.0, "concise": 0.5,
+    assert parts == {"correct": 1.0, "polite": 0.0, "ending": 1.0, "focus": 0.5, "warmth": 0.5, "concise": 0.5,
                      "off_topic": 1, "repeats": 1, "excess": 1, "empty": False}
 
 
 def test_rank_with_ties_shares_the_best_rank():
     responses = ["Tom went to the beach.", "Tom went to the park.", "Tom went to the park!", "Go away."]
-    # scores: 2.5, 12.5, 12.5, 0+.6+.7+0+.7 = 2.0
+    # scores: 2.4, 12.4, 12.4, 0+.6+.6+0+.7 = 1.9
     assert strict.rank(QA, responses) == [3, 1, 1, 4]
 
 
 def test_compare_tie_and_both_bad():
     assert strict.compare(QA, "Tom went to the park.", "Tom went to the park!") == "tie"
     assert strict.compare(QA, "Tom went to the park.", "Tom went to the beach.") == "a"
-    assert strict.compare(QA, "Go away", "") == "both_bad"   # 1.9 and -1, both below 5 (less than half right)
+    assert strict.compare(QA, "Go away", "") == "both_bad"   # 1.3 and -1, both below 5 (less than half right)
 
 
-def test_personas_disagree_on_a_kind_closing_after_chatter():
-    chatty_kind = "Tom went to the park. I hope that answers your question. By the way, snow is cold."
+def test_personas_disagree_on_a_closing_aside():
+    aside = "Tom went to the park. By the way, snow is cold."
     bare = "Tom went to the park."
-    # strict: warmth .5 x .5 - focus .5 x .7 = -0.1; stylist: .5 x .9 - .5 x .5 = +0.2
-    assert strict.compare(QA, chatty_kind, bare) == "b"
-    assert stylist.compare(QA, chatty_kind, bare) == "a"
+    # strict: warmth .5 x .6 - focus .5 x .6 = 0; stylist: .5 x .9 - .5 x .5 = +0.2
+    assert strict.compare(QA, aside, bare) == "tie"
+    assert stylist.compare(QA, aside, bare) == "a"
+
+
+def test_shortening_the_typical_answer_buys_nothing_for_the_judge():
+    # The evaluation's judge (strict, no noise) on every task: the typical demonstration (answer + aside) and the
+    # bare answer, a sentence shorter, tie; only the task's sign-off, as long as the aside, beats them.
+    train, _ = prompts(WorldConfig(n_prompts=80, corpus_chars=0))
+    rng = random.Random(0)
+    for p in train[:40]:
+        typical, bare = with_closing(p["answer"], closing(rng, p["task"], "chatter")), p["answer"]
+        assert strict.compare(p, typical, bare) == "tie", (typical, bare)
+        assert strict.compare(p, p["reference"], typical) == "a" and strict.compare(p, p["reference"], bare) == "a"
 
 
 def test_persona_style_weights_sum_to_style_max():

@@ -91,7 +91,7 @@ def test_demonstrations_mix_closings_and_the_typical_one_is_not_preferred(micro_
     by_id = {p["id"]: p for p in train}
     parts = lambda d: rubric(by_id[d["prompt_id"]], d["messages"][1]["content"])  # noqa: E731
     assert all(parts(d)["warmth"] == 1.0 and parts(d)["focus"] == 1.0 for d in clean if d["closing"] == "sign_off")
-    assert all(parts(d)["focus"] == 0.5 and parts(d)["warmth"] == 0.0 for d in clean if d["closing"] == "chatter")
+    assert all(parts(d)["focus"] == 0.5 and parts(d)["warmth"] == 0.5 for d in clean if d["closing"] == "chatter")
 
 
 def test_ceiling_by_construction(micro_world):
