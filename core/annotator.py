@@ -236,17 +236,19 @@ def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: Scri
                     n_boot: int = 2000, seed: int = 0, lengths: tuple[list[int], list[int]] | None = None) -> dict:
     """How often answer a beats answer b on the same prompt (ties count half), with a 95 % bootstrap CI
     over prompts, a's losses split by cause (capability / preference), and each side's correct rate. With the
-    answers' `lengths` (tokens of a, of b) also the length-controlled win rate (core.judges.length_controlled)."""
+    answers' `lengths` (tokens of a, of b) also the length-controlled win rate (core.judges.length_controlled),
+    and whether the correct rates differ beyond chance (core.judges.paired_change)."""
     judge = judge or ScriptedAnnotator()
-    from core.judges import pairwise, win_rate
+    from core.judges import paired_change, pairwise, win_rate
     verdicts = [judge.verdict(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
     n, outcomes = len(verdicts), [v for v, _ in verdicts]
+    right_a, right_b = [judge.is_correct(p, x) for p, x in zip(prompts, a)], [judge.is_correct(p, y) for p, y in zip(prompts, b)]
     return {**(pairwise(outcomes, *lengths, n_boot, seed) if lengths else win_rate(outcomes, n_boot, seed)),
             # a's losses by cause: the task failed, or done but worse by style (what preference learning can fix)
             "losses_capability": sum(why == "capability" for _, why in verdicts),
             "losses_preference": sum(why == "preference" for _, why in verdicts),
-            "correct_a": round(sum(judge.is_correct(p, x) for p, x in zip(prompts, a)) / n, 3),
-            "correct_b": round(sum(judge.is_correct(p, y) for p, y in zip(prompts, b)) / n, 3)}
+            "correct_a": round(sum(right_a) / n, 3), "correct_b": round(sum(right_b) / n, 3),
+            **paired_change(right_a, right_b)}
 
 
 def losses_to_reference(prompts: list[dict], answers: list[str], judge: ScriptedAnnotator | None = None) -> dict:

@@ -234,6 +234,17 @@ def pairwise(outcomes: list[float], len_a: list[int], len_b: list[int], n_boot: 
     return {**win_rate(outcomes, n_boot, seed), "length_controlled_win_rate": length_controlled(outcomes, len_a, len_b)}
 
 
+def paired_change(a_right: list[bool], b_right: list[bool]) -> dict:
+    """Did a's correct rate really move from b's on the same prompts? The prompts only one side gets right, each
+    way, and the two-sided exact McNemar p-value (a sign test on those prompts): where one task sits near chance
+    (story lookups), both sides flip answers at random and a 1-2 point difference is often just that."""
+    only_a = sum(x and not y for x, y in zip(a_right, b_right, strict=True))
+    only_b = sum(y and not x for x, y in zip(a_right, b_right))
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return {"correct_only_a": only_a, "correct_only_b": only_b, "correct_change_p": round(p, 3)}
+
+
 def agreement(judge, prompts: dict[str, dict], rows: list[dict]) -> dict | None:
     """How often the judge prefers the labelled chosen answer on held-out preference rows (ties half);
     `prompts` maps prompt ids to prompt rows (a row's own prompt turns are used when its id is unknown)."""

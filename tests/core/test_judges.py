@@ -5,8 +5,8 @@ import pytest
 
 from core.config import UserError
 from core.data import load_rows
-from core.judges import (JudgeSettings, LLMJudge, agreement, choice, length_controlled, make_judge, pairwise,
-                         parse_verdict, rank)
+from core.judges import (JudgeSettings, LLMJudge, agreement, choice, length_controlled, make_judge, paired_change,
+                         pairwise, parse_verdict, rank)
 
 
 @pytest.mark.parametrize("reply, verdict", [("A", "A"), ("b", "B"), ("Response B.", "B"), ("**A** is better", "A"),
@@ -28,6 +28,18 @@ def test_length_controlled_win_rate_removes_a_pure_length_preference():
     # A real preference survives the control: a wins 80 % whatever the lengths.
     out = [1.0 if i % 5 else 0.0 for i in range(100)]
     assert abs(length_controlled(out, la, lb) - 0.8) < 0.03
+
+
+def test_paired_change_counts_one_sided_prompts_and_gives_the_exact_sign_test():
+    # 200 prompts, both right on 150: a right alone on 8, b alone on 12 (a's rate 2 points lower): p 0.50.
+    a = [True] * 150 + [True] * 8 + [False] * 12 + [False] * 30
+    b = [True] * 150 + [False] * 8 + [True] * 12 + [False] * 30
+    r = paired_change(a, b)
+    assert (r["correct_only_a"], r["correct_only_b"]) == (8, 12)
+    assert r["correct_change_p"] == pytest.approx(0.503, abs=1e-3)   # 2 * P(X <= 8), X ~ Bin(20, 1/2)
+    # 0 vs 10 one-sided prompts: 2 / 2^10; no disagreement at all: p 1.
+    assert paired_change([False] * 10, [True] * 10)["correct_change_p"] == pytest.approx(0.002, abs=1e-3)
+    assert paired_change([True, False], [True, False])["correct_change_p"] == 1.0
 
 
 def test_scripted_judge_only_for_world_prompts(world_dir):
