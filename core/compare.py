@@ -46,8 +46,8 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
         convs = [p["messages"] for p in prompts]
         mine_c, ref_c = chat(policy, tokenizer, convs, d, seed=seed), chat(reference, tokenizer, convs, d, seed=seed)
         mine, ref = [c.text for c in mine_c], [c.text for c in ref_c]
-        # Length-controlled too: the rubric gives partial credit for shorter chatter, so a policy that only
-        # got shorter wins some prompts (the shuffled-label control shows how many).
+        # Length-controlled too: the world's rubric is length-neutral, but a judge from outside it (a reward
+        # model, an LLM) need not be; a win that is only length shows up as the gap between the two rates.
         r = compare_answers(prompts, mine, ref, seed=seed,
                             lengths=([len(c.token_ids) for c in mine_c], [len(c.token_ids) for c in ref_c]))
         if all(p.get("reference") for p in prompts):
