@@ -25,6 +25,7 @@ from pathlib import Path
 
 from core.artifacts import write_jsonl
 from core.data import load_rows
+from core.judges import describe_change
 
 
 def _empty(side: list[dict]) -> bool:
@@ -81,9 +82,7 @@ def _win(m: dict | None, key: str) -> str:
     r = m["vs_sft"][key]
     lc = f", length-controlled {_pct(r['length_controlled_win_rate'])}" if "length_controlled_win_rate" in r else ""
     return (f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}){lc}, "
-            f"correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}"
-            + (f" ({r['correct_only_a']} vs {r['correct_only_b']} prompts, p {r['correct_change_p']:.2f})"
-               if "correct_change_p" in r else ""))
+            f"correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}{describe_change(r)}")
 
 
 def seeds_table(runs: Path, seeds_dir: Path) -> list[list[str]]:

@@ -242,7 +242,8 @@ def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: Scri
     from core.judges import paired_change, pairwise, win_rate
     verdicts = [judge.verdict(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
     n, outcomes = len(verdicts), [v for v, _ in verdicts]
-    right_a, right_b = [judge.is_correct(p, x) for p, x in zip(prompts, a)], [judge.is_correct(p, y) for p, y in zip(prompts, b)]
+    right_a = [judge.is_correct(p, x) for p, x in zip(prompts, a)]
+    right_b = [judge.is_correct(p, y) for p, y in zip(prompts, b)]
     return {**(pairwise(outcomes, *lengths, n_boot, seed) if lengths else win_rate(outcomes, n_boot, seed)),
             # a's losses by cause: the task failed, or done but worse by style (what preference learning can fix)
             "losses_capability": sum(why == "capability" for _, why in verdicts),

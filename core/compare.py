@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from core.annotator import compare_answers, distinct_rate, losses_to_reference
 from core.generation import Decoding, chat, chat_prompt_ids, completion_logprobs
+from core.judges import describe_change
 
 
 @dataclass
@@ -64,12 +65,6 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
     return report
 
 
-def changed(r: dict) -> str:
-    """The paired view of a correct-rate difference: prompts only one side gets right, and the sign test's p."""
-    return (f"right only here / only there {r['correct_only_a']} / {r['correct_only_b']}, p {r['correct_change_p']:.2f}"
-            if "correct_change_p" in r else "")
-
-
 def print_report(label: str, report: dict) -> None:
     """One line per decoding and one for KL, as every aligning stage prints at its end."""
     for name, r in report.items():
@@ -78,7 +73,7 @@ def print_report(label: str, report: dict) -> None:
                        f"{r['headroom_used']:.0%})" if r.get("headroom_used") is not None else "")
             print(f"{label} vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-"
                   f"{r['ci95'][1]:.1%}, length-controlled {r['length_controlled_win_rate']:.1%}){ceiling}, "
-                  f"correct {r['correct_a']:.1%} vs {r['correct_b']:.1%} ({changed(r)}), "
+                  f"correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}{describe_change(r)}, "
                   f"distinct {r['distinct_policy']:.2f} vs {r['distinct_reference']:.2f}")
     print(f"KL({label} || SFT) {report['kl']['kl_per_sequence']:.3f} per answer")
 

@@ -245,6 +245,14 @@ def paired_change(a_right: list[bool], b_right: list[bool]) -> dict:
     return {"correct_only_a": only_a, "correct_only_b": only_b, "correct_change_p": round(p, 3)}
 
 
+def describe_change(r: dict) -> str:
+    """`paired_change`'s figures as a parenthesis after a pair of correct rates ("" for metrics written before it)."""
+    if "correct_change_p" not in r:
+        return ""
+    return (f" (right only here / only there {r['correct_only_a']} / {r['correct_only_b']}, "
+            f"p {r['correct_change_p']:.2f})")
+
+
 def agreement(judge, prompts: dict[str, dict], rows: list[dict]) -> dict | None:
     """How often the judge prefers the labelled chosen answer on held-out preference rows (ties half);
     `prompts` maps prompt ids to prompt rows (a row's own prompt turns are used when its id is unknown)."""
