@@ -80,7 +80,8 @@ def _win(m: dict | None, key: str) -> str:
     if m is None:
         return "not run"
     r = m["vs_sft"][key]
-    lc = f", length-controlled {_pct(r['length_controlled_win_rate'])}" if "length_controlled_win_rate" in r else ""
+    lc = (f", length-controlled {_pct(r['length_controlled_win_rate']) or 'n/a (the lengths barely overlap)'}"
+          if "length_controlled_win_rate" in r else "")
     return (f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}){lc}, "
             f"correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}{describe_change(r)}")
 

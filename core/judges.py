@@ -193,11 +193,17 @@ def choice(outcome: float) -> str:
     return "a" if outcome == 1.0 else "b" if outcome == 0.0 else "tie"
 
 
-def length_controlled(outcomes: list[float], len_a: list[int], len_b: list[int]) -> float:
+def length_controlled(outcomes: list[float], len_a: list[int], len_b: list[int], support: float = 0.1) -> float | None:
     """The win rate with the length difference regressed out: a logistic fit of the outcome (ties as 0.5) on
-    tanh(length difference / its standard deviation), read at a difference of zero."""
+    tanh(length difference / its standard deviation), read at a difference of zero.
+
+    None where that reading would be an extrapolation: fewer than `support` of the prompts have a at least
+    as long as b, or at most as long (a policy that got shorter everywhere says nothing about equal lengths).
+    """
     n = len(outcomes)
     diff = [x - y for x, y in zip(len_a, len_b)]
+    if n and min(sum(d >= 0 for d in diff), sum(d <= 0 for d in diff)) < support * n:
+        return None
     sd = math.sqrt(sum(d * d for d in diff) / n) if n else 0.0
     if sd == 0:
         return round(sum(outcomes) / n, 3)

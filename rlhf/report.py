@@ -284,7 +284,7 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
             e = per_model[name]["decodings"][key]
             w = e.get("vs_sft")
             rows.append([name, "reference" if w is None else _with_ci(w, 1),
-                         "" if w is None else pct(w["length_controlled_win_rate"]), pct(e.get("correct")),
+                         "" if w is None else pct(w["length_controlled_win_rate"]) or "n/a", pct(e.get("correct")),
                          f"{per_model[name]['kl_to_sft']['kl_per_sequence']:.3f}".replace("-0.000", "0.000"),
                          per_model[name].get("reward_score"), per_model[name]["heldout_perplexity"], e["mean_tokens"],
                          e["distinct_2"], pct(e["eos_rate"]), _loss_split(e.get("losses_to_reference"), n_prompts)])

@@ -30,6 +30,15 @@ def test_length_controlled_win_rate_removes_a_pure_length_preference():
     assert abs(length_controlled(out, la, lb) - 0.8) < 0.03
 
 
+def test_length_control_is_not_read_off_where_one_side_is_shorter_almost_everywhere():
+    # A policy that got shorter on 95 of 100 prompts: ties where it lost a sentence, losses where it lost the
+    # answer. A fit read at equal lengths would extrapolate (it said 95 % for such a control run), so: None.
+    la, lb = [10] * 60 + [3] * 35 + [20] * 5, [20] * 100
+    out = [0.5] * 60 + [0.0] * 35 + [1.0] * 5
+    assert length_controlled(out, la, lb) is None
+    assert length_controlled(out, la, lb, support=0.05) is not None  # 5 of 100 on the other side: enough at 5 %
+
+
 def test_paired_change_counts_one_sided_prompts_and_gives_the_exact_sign_test():
     # 200 prompts, both right on 150: a right alone on 8, b alone on 12 (a's rate 2 points lower): p 0.50.
     a = [True] * 150 + [True] * 8 + [False] * 12 + [False] * 30
