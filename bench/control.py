@@ -25,7 +25,7 @@ from pathlib import Path
 
 from core.artifacts import write_jsonl
 from core.data import load_rows
-from core.judges import describe_change
+from core.judges import NO_LENGTH_CONTROL, describe_change
 
 
 def _empty(side: list[dict]) -> bool:
@@ -80,7 +80,7 @@ def _win(m: dict | None, key: str) -> str:
     if m is None:
         return "not run"
     r = m["vs_sft"][key]
-    lc = (f", length-controlled {_pct(r['length_controlled_win_rate']) or 'n/a (the lengths barely overlap)'}"
+    lc = (f", length-controlled {_pct(r['length_controlled_win_rate']) or NO_LENGTH_CONTROL}"
           if "length_controlled_win_rate" in r else "")
     return (f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}){lc}, "
             f"correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}{describe_change(r)}")

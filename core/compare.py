@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from core.annotator import compare_answers, distinct_rate, losses_to_reference
 from core.generation import Decoding, chat, chat_prompt_ids, completion_logprobs
-from core.judges import describe_change
+from core.judges import NO_LENGTH_CONTROL, describe_change
 
 
 @dataclass
@@ -65,9 +65,8 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], tempe
     return report
 
 
-def _length_controlled(r: dict) -> str:
-    lc = r["length_controlled_win_rate"]
-    return "n/a: the lengths barely overlap" if lc is None else f"{lc:.1%}"
+def _lc(x: float | None) -> str:
+    return NO_LENGTH_CONTROL if x is None else f"{x:.1%}"
 
 
 def print_report(label: str, report: dict) -> None:
@@ -77,7 +76,7 @@ def print_report(label: str, report: dict) -> None:
             ceiling = (f" of at most {r['ceiling']:.1%} (reference answers vs SFT; headroom used "
                        f"{r['headroom_used']:.0%})" if r.get("headroom_used") is not None else "")
             print(f"{label} vs SFT, {name}: win rate {r['win_rate']:.1%} (95 % CI {r['ci95'][0]:.1%}-"
-                  f"{r['ci95'][1]:.1%}, length-controlled {_length_controlled(r)}){ceiling}, "
+                  f"{r['ci95'][1]:.1%}, length-controlled {_lc(r['length_controlled_win_rate'])}){ceiling}, "
                   f"correct {r['correct_a']:.1%} vs {r['correct_b']:.1%}{describe_change(r)}, "
                   f"distinct {r['distinct_policy']:.2f} vs {r['distinct_reference']:.2f}")
     print(f"KL({label} || SFT) {report['kl']['kl_per_sequence']:.3f} per answer")

@@ -193,6 +193,9 @@ def choice(outcome: float) -> str:
     return "a" if outcome == 1.0 else "b" if outcome == 0.0 else "tie"
 
 
+NO_LENGTH_CONTROL = "n/a (the lengths barely overlap)"  # how a None length-controlled win rate reads
+
+
 def length_controlled(outcomes: list[float], len_a: list[int], len_b: list[int], support: float = 0.1) -> float | None:
     """The win rate with the length difference regressed out: a logistic fit of the outcome (ties as 0.5) on
     tanh(length difference / its standard deviation), read at a difference of zero.
