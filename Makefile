@@ -179,8 +179,8 @@ $(RUNS)/reward/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/tr
 		$(call args,reward)
 
 dpo: $(RUNS)/dpo/DONE ## align the SFT policy with DPO on the preference pairs; reports win rate vs SFT, KL, diversity
-$(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py
-	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
+$(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py core/reward.py
+	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" --test "$(PREFS_TEST)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
 
 ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
@@ -297,7 +297,7 @@ bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same
 	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(CONTROL)/prefs/train.jsonl \
 		--test "$(PREFS_TEST)" --out $(CONTROL)/reward best_of_n.per_task=0
 	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(CONTROL)/prefs/train.jsonl \
-		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(CONTROL)/dpo
+		--test "$(PREFS_TEST)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(CONTROL)/dpo
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(CONTROL)/reward/model \
 		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(CONTROL)/ppo
@@ -310,7 +310,7 @@ bench-seeds: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## reward mod
 	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
 		--test "$(PREFS_TEST)" --out $$d/reward seed=$$s best_of_n.per_task=0 && \
 	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
-		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $$d/dpo seed=$$s && \
+		--test "$(PREFS_TEST)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $$d/dpo seed=$$s && \
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $$d/reward/model \
 		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $$d/ppo seed=$$s || exit 1; set +x; done

@@ -4,16 +4,21 @@ A reward model is an `AutoModelForSequenceClassification` with one label. The co
 rendered with the chat template (so it ends in the assistant's EOS) and right-padded; the model
 reads the score at the last non-pad token, which needs `config.pad_token_id` set, and pad must
 differ from EOS or the score would be read at the wrong place. Both are checked here.
+
+A DPO policy defines a reward model too (its implicit reward, beta * log pi / pi_ref summed over the
+response's tokens): `implicit_pair_scores` scores held-out pairs with it, so the two can be compared
+on the same labels with `accuracy_report`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from core.config import UserError
-from core.generation import device_of
+from core.generation import chat_prompt_ids, completion_logprobs, device_of
 from core.model import to_inference_device
 
 
@@ -65,3 +70,56 @@ def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size:
         dev = device_of(model)
         out += model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits[:, 0].float().tolist()
     return out
+
+
+def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict:
+    """Pair accuracy and mean margin overall, per task, per agreement level and per kind of pair (capability:
+    the answers differ in correctness; preference: only in style), each next to its label ceiling."""
+    def summary(idx: list[int]) -> dict:
+        margins = [scores[i][0] - scores[i][1] for i in idx]
+        agrees = [rows[i]["rubric_agrees"] for i in idx if rows[i].get("rubric_agrees") is not None]
+        return {"pairs": len(idx), "accuracy": round(sum(m > 0 for m in margins) / len(idx), 3),
+                "mean_margin": round(sum(margins) / len(idx), 3),
+                "label_ceiling": round(sum(agrees) / len(agrees), 3) if agrees else None}
+
+    groups: dict[str, dict[str, list[int]]] = {"by_task": defaultdict(list), "by_agreement": defaultdict(list),
+                                               "by_kind": defaultdict(list)}
+    for i, r in enumerate(rows):
+        groups["by_task"][r.get("task") or "unknown"].append(i)
+        if "agreement" in r:
+            groups["by_agreement"]["unanimous" if r["agreement"] >= 1.0 else "majority"].append(i)
+        if r.get("kind"):
+            groups["by_kind"][r["kind"]].append(i)
+    report = summary(list(range(len(rows))))
+    for name, g in groups.items():
+        report[name] = {k: summary(v) for k, v in sorted(g.items())}
+    return report
+
+
+def pair_token_ids(tokenizer, rows: list[dict]) -> list[tuple[list[int], list[int], list[int]]]:
+    """(prompt, chosen, rejected) token ids of preference rows, as the chat template renders the prompt for
+    the assistant's turn and each reply after it (with its EOS)."""
+    out = []
+    for i, r in enumerate(rows, 1):
+        prompt = chat_prompt_ids(tokenizer, r["prompt"])
+        replies = []
+        for side in ("chosen", "rejected"):
+            full = tokenizer.apply_chat_template(r["prompt"] + r[side], tokenize=True, return_dict=True)["input_ids"]
+            if full[:len(prompt)] != prompt:
+                raise UserError(f"preference row {i}: the chat template renders the prompt differently once a reply "
+                                "follows it, so a reply's log-probability is undefined; use a template whose "
+                                "generation prompt is a prefix of the conversation")
+            replies.append(full[len(prompt):])
+        out.append((prompt, *replies))
+    return out
+
+
+def implicit_pair_scores(policy, reference, pad_id: int, pairs: list[tuple[list[int], list[int], list[int]]],
+                         beta: float) -> list[tuple[float, float]]:
+    """(r_chosen, r_rejected) under the implicit reward of a DPO policy: beta * sum_t [log pi - log pi_ref]
+    over the reply's tokens (`pairs` from `pair_token_ids`)."""
+    prompts = [p for p, _, _ in pairs for _ in range(2)]
+    replies = [x for _, c, r in pairs for x in (c, r)]
+    mine, ref = (completion_logprobs(m, prompts, replies, pad_id) for m in (policy, reference))
+    r = [beta * (sum(a) - sum(b)) for a, b in zip(mine, ref)]
+    return list(zip(r[0::2], r[1::2]))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from core.compare import best_of_n
 from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import load_causal_lm
-from core.reward import reward_scores
+from core.reward import accuracy_report, reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
 from core.training import TrainSettings, last_checkpoint, trl_args
@@ -75,30 +74,6 @@ def pair_scores(model, tokenizer, rows: list[dict], batch_size: int = 64) -> lis
     convs = [r["prompt"] + r[side] for r in rows for side in ("chosen", "rejected")]
     s = reward_scores(model, tokenizer, convs, batch_size)
     return list(zip(s[0::2], s[1::2]))
-
-
-def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict:
-    """Pair accuracy and mean margin overall, per task, per agreement level and per kind of pair (capability:
-    the answers differ in correctness; preference: only in style), each next to its label ceiling."""
-    def summary(idx: list[int]) -> dict:
-        margins = [scores[i][0] - scores[i][1] for i in idx]
-        agrees = [rows[i]["rubric_agrees"] for i in idx if rows[i].get("rubric_agrees") is not None]
-        return {"pairs": len(idx), "accuracy": round(sum(m > 0 for m in margins) / len(idx), 3),
-                "mean_margin": round(sum(margins) / len(idx), 3),
-                "label_ceiling": round(sum(agrees) / len(agrees), 3) if agrees else None}
-
-    groups: dict[str, dict[str, list[int]]] = {"by_task": defaultdict(list), "by_agreement": defaultdict(list),
-                                               "by_kind": defaultdict(list)}
-    for i, r in enumerate(rows):
-        groups["by_task"][r.get("task") or "unknown"].append(i)
-        if "agreement" in r:
-            groups["by_agreement"]["unanimous" if r["agreement"] >= 1.0 else "majority"].append(i)
-        if r.get("kind"):
-            groups["by_kind"][r["kind"]].append(i)
-    report = summary(list(range(len(rows))))
-    for name, g in groups.items():
-        report[name] = {k: summary(v) for k, v in sorted(g.items())}
-    return report
 
 
 def ensemble_report(rows: list[dict], members: list[list[tuple[float, float]]]) -> dict:

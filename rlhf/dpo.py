@@ -3,9 +3,10 @@
 Run:    make dpo
         python -m rlhf.dpo --config configs/tiny/dpo.yaml --model runs/tiny/sft/model \
             --train runs/tiny/prefs/train.jsonl --heldout-prompts runs/tiny/world/prompts_heldout.jsonl \
-            --out runs/tiny/dpo [beta=0.1 loss_type=ipo ...]
+            --out runs/tiny/dpo [--test runs/tiny/prefs/test.jsonl] [beta=0.1 loss_type=ipo ...]
 Reads:  the SFT checkpoint (the policy to align, and the frozen reference); preference pairs
-        (TRL conversational rows from `make export`); held-out prompt rows (evaluation only)
+        (TRL conversational rows from `make export`); held-out prompt rows (evaluation only); with
+        --test, the reward model's held-out pairs
 Writes: <out>/model (HF checkpoint; a LoRA run is merged), <out>/checkpoints (resume state),
         config.yaml, metrics.json, logs/ (tensorboard), DONE (last)
 
@@ -15,6 +16,10 @@ which kept the weakest skill (story lookups) from eroding while the preference t
 beta sets how far the policy may move from the reference. The code's defaults are gentle (lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one
 generic answer at higher settings while its training metrics looked healthy, so the evaluation
 here watches correctness, answer diversity and KL, not only the win rate (core/compare.py).
+
+With --test, the trained policy's implicit reward (beta * log pi / pi_SFT over a reply's tokens) is
+scored on the held-out pairs the reward model is scored on, split the same way (metrics.json
+`implicit_reward_test`): the two ways of learning the same labels, side by side.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from core.config import UserError, cli
 from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads, world_size
 from core.model import load_causal_lm, save_checkpoint
+from core.reward import accuracy_report, implicit_pair_scores, pair_token_ids
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
@@ -64,7 +70,8 @@ class DPOStageConfig:
             raise UserError("label_smoothing must be in [0, 0.5) and is used by loss_type=robust only")
 
 
-def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out: str) -> dict:
+def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out: str,
+         test: str | None = None) -> dict:
     from datasets import Dataset
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
@@ -73,12 +80,18 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     tokenizer = load_tokenizer(model)
     check_chat_contract(tokenizer, f"{model} tokenizer")
     rows = load_preferences(train, cfg.columns)
+    test_rows, test_ids = (load_preferences(test, cfg.columns) if test else []), []
+    try:
+        test_ids = pair_token_ids(tokenizer, test_rows)
+    except UserError as e:  # a diagnostic, not the stage's job: train anyway and say why it is missing
+        print(f"DPO's implicit reward will not be scored: {e}")
+        test_rows = []
     prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     if not prompts or not {"messages", "task"} <= prompts[0].keys():
         raise UserError(f"{heldout_prompts}: need prompt rows with 'messages' and 'task' (from `make world`)")
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors", "train": train,
-                             "heldout_prompts": heldout_prompts}, resume_state=("checkpoints",), stage_file=__file__)
+                             "heldout_prompts": heldout_prompts, **({"test": test} if test else {})}, resume_state=("checkpoints",), stage_file=__file__)
     torch.set_num_threads(cfg.train.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
@@ -117,6 +130,8 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     save_checkpoint(policy, tokenizer, stage.model)
     effect = policy_vs_reference(policy.eval(), reference, tokenizer, prompts, cfg.eval.temperatures,
                                  cfg.eval.max_new_tokens, cfg.seed)
+    implicit = accuracy_report(test_rows, implicit_pair_scores(policy, reference, tokenizer.pad_token_id, test_ids,
+                                                               cfg.beta)) if test_rows else None
     metrics = {
         "pairs": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
         "beta": cfg.beta, "loss_type": cfg.loss_type, "sft_weight": cfg.sft_weight, "lora": cfg.lora.enabled,
@@ -125,11 +140,15 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
         "last_logged": {k: round(v, 4) for k, v in logs[-1].items() if isinstance(v, float)} if logs else None,
         "vs_sft": effect,
+        "implicit_reward_test": implicit,
         "numerics": numerics.record(),
         "distributed": distributed,
     }
     stage.finish(metrics)
     print_report("DPO", effect)
+    if implicit:
+        kinds = "".join(f", {k} {v['accuracy']:.1%}" for k, v in implicit["by_kind"].items())
+        print(f"DPO's implicit reward on {implicit['pairs']} held-out pairs: accuracy {implicit['accuracy']:.1%}{kinds}")
     return metrics
 
 
@@ -137,4 +156,6 @@ if __name__ == "__main__":
     cli(main, DPOStageConfig, {"model": "SFT checkpoint directory (policy and frozen reference)",
                                "train": "preference pairs (jsonl/parquet, or hf:<dataset>)",
                                "heldout_prompts": "held-out prompt rows (evaluation)",
-                               "out": "stage output directory"}, __doc__)
+                               "out": "stage output directory",
+                               "test": "held-out preference pairs: score the policy's implicit reward on them (optional)"},
+        __doc__, optional=("test",))

@@ -322,11 +322,18 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
         rep.p("Label ceiling: the annotators' rubric without its noise, scored on the same held-out labels (ties "
               "count half): the accuracy a perfect model of their preferences would reach.")
         kinds = t.get("by_kind") or {}
+        implicit = (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test")
         if kinds:
             rep.p("By what a pair tells apart: capability = the answers differ in correctness (the reward model must "
-                  "check the task itself: the sum, the name in the story); preference = equally correct, different style.")
-            rep.table(["pairs", "held-out pair accuracy", "label ceiling", "pairs (test)"],
-                      [[k, pct(v["accuracy"]), pct(v.get("label_ceiling")), v["pairs"]] for k, v in sorted(kinds.items())])
+                  "check the task itself: the sum, the name in the story); preference = equally correct, different style."
+                  + (" Next to it, the DPO policy's implicit reward (beta * log pi / pi_SFT over the reply's tokens), "
+                     "learned from the same training pairs, on the same held-out pairs." if implicit else ""))
+            groups = [("all", t, implicit)] + [(k, v, (implicit or {}).get("by_kind", {}).get(k))
+                                               for k, v in sorted(kinds.items())]
+            rep.table(["pairs", "reward model", *(["DPO's implicit reward"] if implicit else []), "label ceiling",
+                       "pairs (test)"],
+                      [[k, pct(v["accuracy"]), *([pct((d or {}).get("accuracy"))] if implicit else []),
+                        pct(v.get("label_ceiling")), v["pairs"]] for k, v, d in groups])
     else:
         rep.p("No reward model yet (make reward).")
     provenance = _label_provenance(runs_dir / "prefs" / "train.jsonl")
@@ -414,8 +421,10 @@ def summary(metrics: dict, runs_dir: Path, out: Path) -> list[str]:
     if rmm:
         ceiling = f"; label ceiling {pct(rmm['label_ceiling'])}" if rmm.get("label_ceiling") is not None else ""
         agree = rmm.get("annotator_agreement_on_test_pairs")
+        implicit = (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test")
         lines.append(f"Reward model: {pct(rmm['test']['accuracy'])} held-out pair accuracy on {rmm['pairs']['test']} "
-                     f"pairs{ceiling}" + (f"; annotators' agreement on them {agree}" if agree is not None else ""))
+                     f"pairs{ceiling}" + (f"; annotators' agreement on them {agree}" if agree is not None else "")
+                     + (f"; DPO's implicit reward {pct(implicit['accuracy'])}" if implicit else ""))
     base = per_model.get("base", {}).get("heldout_perplexity")
     lines.append("Held-out perplexity (the alignment tax): " + ", ".join(
         f"{n} {per_model[n]['heldout_perplexity']:.3f}" + (f" ({per_model[n]['heldout_perplexity'] / base:.2f}x)"

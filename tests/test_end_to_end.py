@@ -34,6 +34,7 @@ def test_make_all_micro(tmp_path):
     assert reward["steps"] == 4 and reward["pairs"]["test"] == prefs["pairs_test"]
     dpo = json.loads((runs / "dpo" / "metrics.json").read_text())
     assert dpo["steps"] == 3 and dpo["vs_sft"]["greedy, max_new_tokens=8"]["n"] == 8
+    assert dpo["implicit_reward_test"]["pairs"] == prefs["pairs_test"]  # make dpo scores the reward model's test pairs
     ppo = json.loads((runs / "ppo" / "metrics.json").read_text())
     assert ppo["steps_completed"] + (ppo["guard"] is not None) >= 1 and "kl" in ppo["vs_sft"]
     # the report card: every section, built from what the stages wrote and the arena's votes

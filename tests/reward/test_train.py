@@ -117,7 +117,8 @@ def test_accuracy_is_split_by_kind_of_pair_with_its_label_ceiling():
             {"task": "greeting", "kind": "preference", "rubric_agrees": 1.0},
             {"task": "greeting"}]
     scores = [(1.0, 0.0), (0.0, 1.0), (2.0, 0.0), (3.0, 0.0), (1.0, 0.0)]
-    r = reward_train.accuracy_report(rows, scores)
+    from core.reward import accuracy_report
+    r = accuracy_report(rows, scores)
     assert r["by_kind"]["capability"] == {"pairs": 2, "accuracy": 0.5, "mean_margin": 0.0, "label_ceiling": 1.0}
     assert r["by_kind"]["preference"] == {"pairs": 2, "accuracy": 1.0, "mean_margin": 2.5, "label_ceiling": 0.5}
     assert r["pairs"] == 5 and r["label_ceiling"] == 0.75 and r["by_task"]["greeting"]["label_ceiling"] == 0.5

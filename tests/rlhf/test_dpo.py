@@ -19,8 +19,11 @@ def cfg(*over):
 def test_dpo_stage_moves_the_policy_and_reports_the_effect(tmp_path, base_model_dir, world_dir, pairs, over):
     from transformers import AutoModelForCausalLM
     out = tmp_path / "dpo"
-    m = dpo.main(cfg(*over), str(base_model_dir), str(pairs[0]), str(world_dir / "prompts_heldout.jsonl"), str(out))
+    m = dpo.main(cfg(*over), str(base_model_dir), str(pairs[0]), str(world_dir / "prompts_heldout.jsonl"), str(out),
+                 test=str(pairs[1]))
     assert (out / "DONE").exists() and m["steps"] == 3 and m["pairs"] == 40
+    implicit = m["implicit_reward_test"]  # the trained policy's own reward on the reward model's held-out pairs
+    assert implicit["pairs"] == 8 and 0 <= implicit["accuracy"] <= 1 and implicit["mean_margin"] != 0
     before = AutoModelForCausalLM.from_pretrained(base_model_dir)
     after = AutoModelForCausalLM.from_pretrained(out / "model")  # stock load; LoRA was merged
     assert not torch.equal(before.model.layers[0].self_attn.q_proj.weight, after.model.layers[0].self_attn.q_proj.weight)

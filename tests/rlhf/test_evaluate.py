@@ -160,6 +160,7 @@ def test_the_make_all_summary_is_short_and_names_the_control_and_the_next_steps(
     runs = tmp_path / "runs"
     for stage, m in (("reward", {"test": {"accuracy": 0.783}, "pairs": {"test": 351}, "label_ceiling": 0.909,
                                  "annotator_agreement_on_test_pairs": 0.91, "wall_time_s": 67.0}),
+                     ("dpo", {"implicit_reward_test": {"accuracy": 0.791}}),
                      ("pretrain", {"wall_time_s": 365.0}), ("control/dpo", {"vs_sft": {
                          "temperature=0.7, max_new_tokens=64": {"win_rate": 0.487},
                          "greedy, max_new_tokens=64": {"win_rate": 0.507}}})):
@@ -170,5 +171,6 @@ def test_the_make_all_summary_is_short_and_names_the_control_and_the_next_steps(
     assert len(lines) <= 15 and lines[0].startswith("Did alignment help? Yes")
     assert "DPO vs SFT" in text and "PPO vs SFT" in text and "ceiling" in text and "DPO 48.7 %" in text
     assert "78.3 % held-out pair accuracy on 351 pairs; label ceiling 90.9 %" in text
+    assert "DPO's implicit reward 79.1 %" in text
     assert "pretrain 365 s" in text and "reward 67 s" in text and "7 min 12 s in all" in text
     assert str(tmp_path / "eval" / "report.html") in text and "make round AUTO=1" in text

@@ -1,0 +1,44 @@
+"""DPO's implicit reward on preference pairs (core/reward.py), checked against a forward pass by hand."""
+
+import copy
+
+import pytest
+import torch
+
+from core.config import UserError
+from core.model import load_causal_lm
+from core.reward import accuracy_report, implicit_pair_scores, pair_token_ids
+
+ROWS = [{"prompt": [{"role": "user", "content": "What is 2 plus 3?"}],
+         "chosen": [{"role": "assistant", "content": "2 plus 3 is 5."}],
+         "rejected": [{"role": "assistant", "content": "It is 6. By the way, snow is cold."}],
+         "kind": "capability"}]
+
+
+def reply_logprob(model, prompt: list[int], reply: list[int]) -> float:
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([prompt + reply])).logits[0].float().log_softmax(-1)
+    return sum(logp[len(prompt) - 1 + t, tok].item() for t, tok in enumerate(reply))
+
+
+def test_implicit_reward_is_beta_times_the_replys_log_ratio(tokenizer, base_model_dir, other_model_dir):
+    (prompt, chosen, rejected), = ids = pair_token_ids(tokenizer, ROWS)
+    full = tokenizer.apply_chat_template(ROWS[0]["prompt"] + ROWS[0]["chosen"], tokenize=True,
+                                         return_dict=True)["input_ids"]
+    assert prompt + chosen == full and chosen[-1] == tokenizer.eos_token_id and len(rejected) > len(chosen)
+    policy, reference = load_causal_lm(other_model_dir).eval(), load_causal_lm(base_model_dir).eval()
+    (r_chosen, r_rejected), = implicit_pair_scores(policy, reference, tokenizer.pad_token_id, ids, beta=0.5)
+    for got, reply in ((r_chosen, chosen), (r_rejected, rejected)):
+        by_hand = 0.5 * (reply_logprob(policy, prompt, reply) - reply_logprob(reference, prompt, reply))
+        assert got == pytest.approx(by_hand, abs=1e-4) and got != 0
+    # the reference against itself defines no reward: every margin is 0, so no pair counts as won
+    same = implicit_pair_scores(reference, reference, tokenizer.pad_token_id, ids * 3, beta=0.5)
+    assert same == [(0.0, 0.0)] * 3 and accuracy_report(ROWS * 3, same)["accuracy"] == 0.0
+
+
+def test_a_template_that_renders_the_prompt_otherwise_once_answered_is_refused(tokenizer):
+    odd = copy.deepcopy(tokenizer)
+    odd.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant says:{% endif %}")
+    with pytest.raises(UserError, match="preference row 1: the chat template renders the prompt differently"):
+        pair_token_ids(odd, ROWS)
