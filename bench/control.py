@@ -61,6 +61,12 @@ def _rm(m: dict | None) -> str:
     return "" if m is None else f"{_pct(m['test']['accuracy'])} (ceiling {_pct(m.get('label_ceiling'))})"
 
 
+def _implicit(m: dict | None) -> str:
+    r = (m or {}).get("implicit_reward_test")
+    return "" if r is None else _pct(r["accuracy"]) + "".join(f", {k} {_pct(v['accuracy'])}"
+                                                         for k, v in r.get("by_kind", {}).items())
+
+
 def table(runs: Path, control: Path) -> list[list[str]]:
     rows = []
     for name, stage in (("reward model", "reward"), ("DPO", "dpo"), ("PPO", "ppo"), ("RLOO", "rloo")):
@@ -70,6 +76,8 @@ def table(runs: Path, control: Path) -> list[list[str]]:
         if stage == "reward":
             rows.append([name, "held-out pair accuracy", _rm(real), _rm(ctrl)])
             continue
+        if _implicit(real) or _implicit(ctrl):  # on the real held-out labels, whatever the stage trained on
+            rows.append([name, "implicit reward, held-out pair accuracy", _implicit(real), _implicit(ctrl)])
         decodings = (real or ctrl)["vs_sft"]
         for key in (k for k in decodings if k != "kl"):
             rows.append([name, f"win rate vs SFT, {key}", _win(real, key), _win(ctrl, key)])
@@ -95,6 +103,8 @@ def seeds_table(runs: Path, seeds_dir: Path) -> list[list[str]]:
         ms = [_metrics(d / stage) for _, d in dirs]
         if all(m is None for m in ms):
             continue
+        if any(_implicit(m) for m in ms):
+            rows.append([name, "implicit reward, held-out pair accuracy"] + [_implicit(m) for m in ms])
         for key in (k for k in next(m for m in ms if m)["vs_sft"] if k != "kl"):
             rows.append([name, f"win rate vs SFT, {key}"] + [_win(m, key) for m in ms])
         rows.append([name, "KL to SFT (nats/answer)"] +

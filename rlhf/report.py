@@ -322,18 +322,24 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
         rep.p("Label ceiling: the annotators' rubric without its noise, scored on the same held-out labels (ties "
               "count half): the accuracy a perfect model of their preferences would reach.")
         kinds = t.get("by_kind") or {}
-        implicit = (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test")
+        implicit = [(head, m) for head, m in (
+            ("DPO's implicit reward", (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test")),
+            ("the control DPO's", (_json(runs_dir / "control" / "dpo" / "metrics.json") or {}).get("implicit_reward_test")))
+            if m]
         if kinds:
             rep.p("By what a pair tells apart: capability = the answers differ in correctness (the reward model must "
                   "check the task itself: the sum, the name in the story); preference = equally correct, different style."
                   + (" Next to it, the DPO policy's implicit reward (beta * log pi / pi_SFT over the reply's tokens), "
-                     "learned from the same training pairs, on the same held-out pairs." if implicit else ""))
-            groups = [("all", t, implicit)] + [(k, v, (implicit or {}).get("by_kind", {}).get(k))
-                                               for k, v in sorted(kinds.items())]
-            rep.table(["pairs", "reward model", *(["DPO's implicit reward"] if implicit else []), "label ceiling",
-                       "pairs (test)"],
-                      [[k, pct(v["accuracy"]), *([pct((d or {}).get("accuracy"))] if implicit else []),
-                        pct(v.get("label_ceiling")), v["pairs"]] for k, v, d in groups])
+                     "learned from the same training pairs, on the same held-out pairs; the control DPO's, trained on them "
+                     "with their direction shuffled (make bench-control), is what it knows without the labels."
+                     if implicit else ""))
+
+            def cell(m: dict, kind: str) -> str:
+                return pct((m if kind == "all" else m.get("by_kind", {}).get(kind, {})).get("accuracy"))
+            groups = [("all", t)] + sorted(kinds.items())
+            rep.table(["pairs", "reward model", *(h for h, _ in implicit), "label ceiling", "pairs (test)"],
+                      [[k, pct(v["accuracy"]), *(cell(m, k) for _, m in implicit), pct(v.get("label_ceiling")), v["pairs"]]
+                       for k, v in groups])
     else:
         rep.p("No reward model yet (make reward).")
     provenance = _label_provenance(runs_dir / "prefs" / "train.jsonl")

@@ -44,6 +44,7 @@ def test_make_all_micro(tmp_path):
     for section in ("## Did alignment help?", "## Reward model and the labels behind it", "## Arena: blind side-by-side",
                     "## The same prompts, every model", "## Training", "Ceiling", "held-out perplexity"):
         assert section in report, section
+    assert "| pairs | reward model | DPO's implicit reward | label ceiling |" in report  # the two readouts of one set of labels
     ev = json.loads((runs / "eval" / "metrics.json").read_text())
     assert ev["models"] == ["base", "sft", "dpo", "ppo"] and ev["missing"] == ["rloo (make rloo)"]
     preferences = sum(json.loads(v)["choice"] != "both_bad" for v in votes)   # "both bad" rates nobody

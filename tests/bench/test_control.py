@@ -50,3 +50,17 @@ def test_tables_put_the_real_run_next_to_the_control_and_the_seeds(tmp_path):
     seeds = seeds_table(runs, runs / "seeds")
     assert seeds[0] == ["stage", "measure", "seed 0", "seed 1"]
     assert seeds[2][2].startswith("80.0 %") and seeds[2][3].startswith("70.0 %") and seeds[3][2:] == ["1.50", "1.50"]
+
+
+def test_dpos_implicit_reward_gets_a_row_where_a_run_scored_it(tmp_path):
+    runs = tmp_path / "runs"
+    implicit = lambda acc, cap: {"implicit_reward_test": {"accuracy": acc, "by_kind": {"capability": {"accuracy": cap}}}}
+    _stage(runs / "dpo", {**_policy(0.8), **implicit(0.788, 0.774)})
+    _stage(runs / "control" / "dpo", {**_policy(0.5), **implicit(0.581, 0.606)})
+    rows = table(runs, runs / "control")
+    assert rows[0] == ["DPO", "implicit reward, held-out pair accuracy", "78.8 %, capability 77.4 %",
+                       "58.1 %, capability 60.6 %"]
+    assert rows[1][1] == "win rate vs SFT, greedy"
+    _stage(runs / "seeds" / "1" / "dpo", _policy(0.7))   # a seed run from before the stage scored it: an empty cell
+    assert seeds_table(runs, runs / "seeds")[2] == ["DPO", "implicit reward, held-out pair accuracy",
+                                                     "78.8 %, capability 77.4 %", ""]
