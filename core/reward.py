@@ -120,6 +120,7 @@ def implicit_pair_scores(policy, reference, pad_id: int, pairs: list[tuple[list[
     over the reply's tokens (`pairs` from `pair_token_ids`)."""
     prompts = [p for p, _, _ in pairs for _ in range(2)]
     replies = [x for _, c, r in pairs for x in (c, r)]
-    mine, ref = (completion_logprobs(m, prompts, replies, pad_id) for m in (policy, reference))
+    # Small batches: the log-softmax over a hub model's vocabulary for long replies is the memory here.
+    mine, ref = (completion_logprobs(m, prompts, replies, pad_id, batch_size=8) for m in (policy, reference))
     r = [beta * (sum(a) - sum(b)) for a, b in zip(mine, ref)]
     return list(zip(r[0::2], r[1::2]))
