@@ -205,6 +205,21 @@ def pair_kind(prompt: dict, chosen: str, rejected: str) -> str | None:
     return "capability" if correctness(prompt, chosen) != correctness(prompt, rejected) else "preference"
 
 
+def style_against(prompt: dict, chosen: str, rejected: str, personas: list[str]) -> bool | None:
+    """For a pair whose replies differ in correctness: has the more correct reply the worse style (the personas'
+    style scores without noise, averaged)? A judge that reads the style but cannot check the task ranks exactly
+    these pairs backwards (a wrong sum with a kind sign-off over a right one with chatter). None for a
+    preference pair or a prompt the rubric does not know."""
+    if pair_kind(prompt, chosen, rejected) != "capability":
+        return None
+    better, worse = sorted((chosen, rejected), key=lambda t: correctness(prompt, t), reverse=True)
+
+    def style(text: str) -> float:
+        parts = rubric(prompt, text)
+        return sum(sum(getattr(PERSONAS[p], d) * parts[d] for d in STYLE) for p in personas) / len(personas)
+    return style(better) < style(worse) - 1e-9
+
+
 def first_per_task(rows: list[dict], per_task: int, skip: int = 0) -> list[dict]:
     """The first `per_task` prompt rows of each task after its first `skip` (a fixed, balanced evaluation set;
     skip > 0 gives another sample of the same split, disjoint from the default one). Rows without a task

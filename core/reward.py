@@ -74,7 +74,9 @@ def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size:
 
 def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict:
     """Pair accuracy and mean margin overall, per task, per agreement level and per kind of pair (capability:
-    the answers differ in correctness; preference: only in style), each next to its label ceiling."""
+    the answers differ in correctness; preference: only in style), each next to its label ceiling; capability
+    pairs also by whether the more correct reply has the better style ("style with") or the worse ("style
+    against": only a judge that checks the task orders those)."""
     def summary(idx: list[int]) -> dict:
         margins = [scores[i][0] - scores[i][1] for i in idx]
         agrees = [rows[i]["rubric_agrees"] for i in idx if rows[i].get("rubric_agrees") is not None]
@@ -83,13 +85,15 @@ def accuracy_report(rows: list[dict], scores: list[tuple[float, float]]) -> dict
                 "label_ceiling": round(sum(agrees) / len(agrees), 3) if agrees else None}
 
     groups: dict[str, dict[str, list[int]]] = {"by_task": defaultdict(list), "by_agreement": defaultdict(list),
-                                               "by_kind": defaultdict(list)}
+                                               "by_kind": defaultdict(list), "capability_by_style": defaultdict(list)}
     for i, r in enumerate(rows):
         groups["by_task"][r.get("task") or "unknown"].append(i)
         if "agreement" in r:
             groups["by_agreement"]["unanimous" if r["agreement"] >= 1.0 else "majority"].append(i)
         if r.get("kind"):
             groups["by_kind"][r["kind"]].append(i)
+        if r.get("style_against") is not None:  # capability pairs: does the style point the other way?
+            groups["capability_by_style"]["style against" if r["style_against"] else "style with"].append(i)
     report = summary(list(range(len(rows))))
     for name, g in groups.items():
         report[name] = {k: summary(v) for k, v in sorted(g.items())}

@@ -11,6 +11,8 @@ Writes: <out>/train.jsonl, test.jsonl   TRL's conversational preference rows:
                  chosen side (world prompts only; the reward stage's label ceiling),
              "kind": "capability" (the answers do the task to different degrees) or "preference" (equally
                  correct, different style): what the pair asks a judge to tell apart (world prompts only),
+             "style_against": for a capability pair, whether the more correct reply has the worse style (the
+                 rubric without noise): a judge that reads style but cannot check the task ranks it backwards,
              "chosen_source"/"rejected_source": {candidate_id, checkpoint, checkpoint_sha256, decoding, seed}}
         <out>/corrections.jsonl   SFT rows {"messages": [user, assistant = the annotator's rewrite], provenance}
         <out>/config.yaml, metrics.json (counts, agreement), DONE (last)
@@ -27,7 +29,7 @@ import hashlib
 
 from collections import Counter
 
-from core.annotator import pair_kind, rubric_agreement
+from core.annotator import pair_kind, rubric_agreement, style_against
 from core.artifacts import StageDir, write_jsonl
 from core.config import UserError, cli
 from labeling_ui.agreement import pair_kappa, rank_alpha
@@ -57,6 +59,7 @@ def preference_rows(store: Store, min_agreement: float, personas: list[str]) -> 
                      "round": rounds.get(chosen["checkpoint_sha"], {}).get("number"),
                      "rubric_agrees": rubric_agreement(prompt, chosen["text"], rejected["text"], personas),
                      "kind": pair_kind(prompt, chosen["text"], rejected["text"]),
+                     "style_against": style_against(prompt, chosen["text"], rejected["text"], personas),
                      "chosen_source": _source(chosen), "rejected_source": _source(rejected)})
     return rows
 

@@ -14,7 +14,9 @@ loss is TRL's pairwise -log sigmoid(r_chosen - r_rejected), plus a small pull of
 (train.center_rewards) so scores stay comparable across prompts. metrics.json: held-out pair
 accuracy and mean margin, overall, per task and by how much the annotators agreed on the pair, next
 to the annotators' own agreement and the label ceiling (the annotators' rubric without its noise
-scored on the same held-out labels: what a perfect model of their preferences would reach); train
+scored on the same held-out labels: what a perfect model of their preferences would reach), and capability
+pairs split by whether style points the same way as correctness (a reward model that learned the style but
+cannot check the task orders the "style against" ones backwards); train
 accuracy for comparison; and the best-of-n baseline: the SFT policy samples n answers per held-out
 prompt, the reward model picks one, and the scripted annotator compares the pick with the first
 sample (if this does not win, RL against this reward model cannot be expected to).
@@ -193,6 +195,10 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
           f"(untrained {before['accuracy']:.1%}), mean margin {after['mean_margin']:.2f}; train accuracy {train_acc:.1%}")
     for kind, k in after["by_kind"].items():
         print(f"  {kind} pairs: {k['accuracy']:.1%} of {k['pairs']} (label ceiling {k['label_ceiling'] or float('nan'):.1%})")
+    if after["capability_by_style"]:
+        print("  capability pairs whose more correct reply has the better / the worse style: "
+              + " / ".join(f"{k['accuracy']:.1%} of {k['pairs']}" for _, k in sorted(
+                  after["capability_by_style"].items(), key=lambda kv: kv[0] != "style with")))
     if bon:
         print(f"best-of-{bon['samples_per_prompt']} by the reward model vs one SFT sample: win rate {bon['win_rate']:.1%} "
               f"(95 % CI {bon['ci95'][0]:.1%}-{bon['ci95'][1]:.1%}), correct {bon['correct_a']:.1%} vs {bon['correct_b']:.1%}")

@@ -328,15 +328,20 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
             if m]
         if kinds:
             rep.p("By what a pair tells apart: capability = the answers differ in correctness (the reward model must "
-                  "check the task itself: the sum, the name in the story); preference = equally correct, different style."
+                  "check the task itself: the sum, the name in the story); preference = equally correct, different style; "
+                  "capability pairs again by whether the more correct reply also has the better style (style with) or the "
+                  "worse (style against: a judge that reads the style but cannot check the task orders these backwards)."
                   + (" Next to it, the DPO policy's implicit reward (beta * log pi / pi_SFT over the reply's tokens), "
                      "learned from the same training pairs, on the same held-out pairs; the control DPO's, trained on them "
                      "with their direction shuffled (make bench-control), is what it knows without the labels."
                      if implicit else ""))
 
             def cell(m: dict, kind: str) -> str:
-                return pct((m if kind == "all" else m.get("by_kind", {}).get(kind, {})).get("accuracy"))
-            groups = [("all", t)] + sorted(kinds.items())
+                part = m if kind == "all" else m.get("by_kind", {}).get(kind) or m.get("capability_by_style", {}).get(
+                    kind.removeprefix("capability, "), {})
+                return pct(part.get("accuracy"))
+            groups = [("all", t)] + sorted(kinds.items()) + [
+                (f"capability, {k}", v) for k, v in sorted(t.get("capability_by_style", {}).items(), reverse=True)]
             rep.table(["pairs", "reward model", *(h for h, _ in implicit), "label ceiling", "pairs (test)"],
                       [[k, pct(v["accuracy"]), *(cell(m, k) for _, m in implicit), pct(v.get("label_ceiling")), v["pairs"]]
                        for k, v in groups])

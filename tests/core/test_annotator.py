@@ -180,6 +180,20 @@ def test_pair_kind_says_what_a_pair_tells_apart():
     assert pair_kind({"task": None}, "a", "b") is None
 
 
+def test_style_against_marks_capability_pairs_whose_right_reply_has_the_worse_style():
+    from core.annotator import style_against
+    both = ["strict", "stylist"]
+    # right with an aside (strict 2.4, stylist 2.3) vs wrong with the sign-off (3.0 for both): style points the wrong way
+    right_aside, wrong_sign = "3 plus 4 is 7. By the way, snow is cold.", "3 plus 4 is 8. I hope that helps with your sums."
+    assert style_against(ARITH, right_aside, wrong_sign, both) is True
+    assert style_against(ARITH, wrong_sign, right_aside, both) is True  # whichever side the label chose
+    assert style_against(ARITH, "3 plus 4 is 7. I hope that helps with your sums.", "3 plus 4 is 8. By the way, snow is cold.",
+                         both) is False
+    assert style_against(ARITH, "3 plus 4 is 7.", "3 plus 4 is 8.", both) is False  # equal style: not against
+    assert style_against(ARITH, right_aside, "3 plus 4 is 7.", both) is None          # a preference pair
+    assert style_against({"task": None}, "a", "b", both) is None
+
+
 def test_first_per_task_counts_taskless_prompts_as_one_task():
     from core.annotator import first_per_task
     assert [r["i"] for r in first_per_task([{"i": i} for i in range(5)], 3, skip=1)] == [1, 2, 3]

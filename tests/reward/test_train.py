@@ -122,3 +122,13 @@ def test_accuracy_is_split_by_kind_of_pair_with_its_label_ceiling():
     assert r["by_kind"]["capability"] == {"pairs": 2, "accuracy": 0.5, "mean_margin": 0.0, "label_ceiling": 1.0}
     assert r["by_kind"]["preference"] == {"pairs": 2, "accuracy": 1.0, "mean_margin": 2.5, "label_ceiling": 0.5}
     assert r["pairs"] == 5 and r["label_ceiling"] == 0.75 and r["by_task"]["greeting"]["label_ceiling"] == 0.5
+    assert r["capability_by_style"] == {}  # rows exported before the field carry no split
+
+
+def test_capability_pairs_are_split_by_whether_the_style_points_the_other_way():
+    rows = [{"kind": "capability", "style_against": True}, {"kind": "capability", "style_against": True},
+            {"kind": "capability", "style_against": False}, {"kind": "preference", "style_against": None}]
+    from core.reward import accuracy_report
+    r = accuracy_report(rows, [(0.0, 1.0), (1.0, 0.0), (1.0, 0.0), (1.0, 0.0)])
+    assert {k: (v["pairs"], v["accuracy"]) for k, v in r["capability_by_style"].items()} == {
+        "style against": (2, 0.5), "style with": (1, 1.0)}
