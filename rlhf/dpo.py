@@ -148,6 +148,8 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     print_report("DPO", effect)
     if implicit:
         kinds = "".join(f", {k} {v['accuracy']:.1%}" for k, v in implicit["by_kind"].items())
+        kinds += "".join(f", capability ({k}) {v['accuracy']:.1%}"
+                         for k, v in sorted(implicit["capability_by_style"].items(), reverse=True))
         print(f"DPO's implicit reward on {implicit['pairs']} held-out pairs: accuracy {implicit['accuracy']:.1%}{kinds}")
     return metrics
 
