@@ -54,6 +54,22 @@ def ensemble_members(path: str | Path) -> list[Path]:
     return [Path(path), *others]
 
 
+def load_reward_ensemble(path: str | Path, policy_tokenizer=None, policy_path: str | Path = "the policy") -> list[tuple]:
+    """(model, tokenizer) of the reward model at `path` and of every member trained beside it, each checked.
+
+    Reinforcement learning reads their mean score: where the reward model cannot tell right from wrong (a sum,
+    a looked-up name), its score still differs by a little between answers, and a policy optimised against
+    one model amplifies exactly those differences (RLOO against one seed's model learned "16 minus 5 is 13",
+    its faint liking for odd numbers; docs/evaluation.md); members trained with other seeds do not share them."""
+    return [load_reward_model(p, policy_tokenizer, policy_path) for p in ensemble_members(path)]
+
+
+def ensemble_scores(members: list[tuple], conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
+    """The members' mean score of each conversation (`members` from `load_reward_ensemble`)."""
+    scores = [reward_scores(m, t, conversations, batch_size) for m, t in members]
+    return [sum(col) / len(col) for col in zip(*scores)]
+
+
 @torch.no_grad()
 def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
     """Score of each full conversation (the last message is the response being scored)."""

@@ -199,6 +199,10 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
         print("  capability pairs whose more correct reply has the better / the worse style: "
               + " / ".join(f"{k['accuracy']:.1%} of {k['pairs']}" for _, k in sorted(
                   after["capability_by_style"].items(), key=lambda kv: kv[0] != "style with")))
+    if metrics["ensemble"]:
+        e = metrics["ensemble"]
+        print(f"ensemble of {e['members']} (PPO and RLOO reward with their mean): the mean score orders "
+              f"{e['mean_score_accuracy']:.1%} (members " + " / ".join(f"{a:.1%}" for a in e["member_accuracy"]) + ")")
     if bon:
         print(f"best-of-{bon['samples_per_prompt']} by the reward model vs one SFT sample: win rate {bon['win_rate']:.1%} "
               f"(95 % CI {bon['ci95'][0]:.1%}-{bon['ci95'][1]:.1%}), correct {bon['correct_a']:.1%} vs {bon['correct_b']:.1%}")

@@ -45,7 +45,7 @@ from core.generation import Decoding, chat_prompt_ids, generate
 from core.model import context_length, load_causal_lm, save_checkpoint
 from core.precision import apply as apply_precision, autocast, check as check_precision
 from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
-from core.reward import load_reward_model, reward_scores
+from core.reward import ensemble_members, ensemble_scores, load_reward_ensemble
 from core.tokenizer import check_chat_contract, load_tokenizer
 
 
@@ -144,7 +144,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     p = cfg.ppo
     tok = load_tokenizer(model)
     check_chat_contract(tok, f"{model} tokenizer")
-    rm, rm_tok = load_reward_model(reward_model, tok, model)
+    members = load_reward_ensemble(reward_model, tok, model)  # one model, or the reward stage's ensemble
     rows = fit_prompts(load_prompts(prompts, cfg.prompt_source, "prompt_source"), tok, context_length(model),
                        p.max_new_tokens, cfg.prompt_source, prompts, "prompt_source")
     if len(rows) < p.rollout_batch:
@@ -152,16 +152,17 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
-                             "reward_weights": Path(reward_model) / "model.safetensors", "prompts": prompts},
+                             **{f"reward_weights_{i}": path / "model.safetensors"
+                                for i, path in enumerate(ensemble_members(reward_model))}, "prompts": prompts},
                 stage_file=__file__)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(p.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
     critic = ValueModel(AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=torch.float32))
-    for m in (reference, rm):
+    for m in (reference, *(rm for rm, _ in members)):
         m.requires_grad_(False)
-    numerics = apply_precision(p.precision, policy, reference, critic, rm)
+    numerics = apply_precision(p.precision, policy, reference, critic, *(rm for rm, _ in members))
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if numerics.bf16 else "no")
     main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     # Fused: one kernel per step for all parameters (on a CPU torch's default loops over them, ~3 s of the stage).
@@ -190,7 +191,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
             ref_logp = response_logprobs(reference, ids, attn, pos, tokens)
             old_values = critic(ids, attn, pos)
             convs = [r["messages"] + [{"role": "assistant", "content": c.text}] for r, c in zip(batch, comps)]
-            raw = torch.tensor(reward_scores(rm, rm_tok, convs), device=dev)
+            raw = torch.tensor(ensemble_scores(members, convs), device=dev)
             score = raw - p.missing_eos_penalty * torch.tensor([0.0 if c.finished else 1.0 for c in comps], device=dev)
             kl = kl_estimate(old_logp, ref_logp, p.kl_estimator) * mask
             rewards = token_rewards(score, kl, mask, kl_coef)

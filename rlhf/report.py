@@ -321,6 +321,11 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
                     rmm.get("annotator_agreement_on_test_pairs"), f"{rmm['pairs']['train']} / {rmm['pairs']['test']}"]])
         rep.p("Label ceiling: the annotators' rubric without its noise, scored on the same held-out labels (ties "
               "count half): the accuracy a perfect model of their preferences would reach.")
+        if rmm.get("ensemble"):
+            e = rmm["ensemble"]
+            rep.p(f"An ensemble of {e['members']} reward models (their own seeds) was trained; PPO and RLOO reward with "
+                  f"their mean score, which orders {pct(e['mean_score_accuracy'])} of the held-out pairs (members: "
+                  + ", ".join(pct(a) for a in e["member_accuracy"]) + "; the table shows the first).")
         kinds = t.get("by_kind") or {}
         implicit = [(head, m) for head, m in (
             ("DPO's implicit reward", (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test")),

@@ -29,7 +29,7 @@ from core.config import UserError, cli
 from core.data import PromptSource, fit_prompts, load_prompts, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import context_length, load_causal_lm, save_checkpoint
-from core.reward import load_reward_model
+from core.reward import ensemble_members, load_reward_ensemble
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
 from core.training import TrainSettings, last_checkpoint, trl_args
@@ -62,14 +62,15 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
 
     tok = load_tokenizer(model)
     check_chat_contract(tok, f"{model} tokenizer")
-    rm, rm_tok = load_reward_model(reward_model, tok, model)
+    members = load_reward_ensemble(reward_model, tok, model)  # one model, or the reward stage's ensemble
     rows = fit_prompts(load_prompts(prompts, cfg.prompt_source, "prompt_source"), tok, context_length(model),
                        cfg.max_new_tokens, cfg.prompt_source, prompts, "prompt_source")
     rows = rows[: cfg.prompts] if cfg.prompts > 0 else rows
     eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
-                             "reward_weights": Path(reward_model) / "model.safetensors", "prompts": prompts},
+                             **{f"reward_weights_{i}": path / "model.safetensors"
+                                for i, path in enumerate(ensemble_members(reward_model))}, "prompts": prompts},
                 resume_state=("checkpoints",), stage_file=__file__)
     torch.set_num_threads(cfg.train.threads or per_process_threads())
 
@@ -81,12 +82,12 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     common = {k: v for k, v in trl_args(cfg.train, cfg.seed, stage.checkpoints, numerics.bf16).items() if k in known}
     common["train_sampling_strategy"] = "random"  # length grouping needs input_ids; these rows are prompts
     args = config_cls(**common, num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
-                      temperature=cfg.temperature, beta=cfg.beta)
+                      temperature=cfg.temperature, beta=cfg.beta, reward_weights=[1 / len(members)] * len(members))
     tok.padding_side = "left"  # generation pads on the left
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        trainer = trainer_cls(model=policy, reward_funcs=rm, args=args, processing_class=tok,
-                              reward_processing_classes=rm_tok,
+        trainer = trainer_cls(model=policy, reward_funcs=[m for m, _ in members], args=args, processing_class=tok,
+                              reward_processing_classes=[t for _, t in members],
                               train_dataset=Dataset.from_list([{"prompt": r["messages"]} for r in rows]))
         last = last_checkpoint(stage.checkpoints)
         result = trainer.train(resume_from_checkpoint=last)

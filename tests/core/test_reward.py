@@ -42,3 +42,22 @@ def test_a_template_that_renders_the_prompt_otherwise_once_answered_is_refused(t
                          "{% if add_generation_prompt %}assistant says:{% endif %}")
     with pytest.raises(UserError, match="preference row 1: the chat template renders the prompt differently"):
         pair_token_ids(odd, ROWS)
+
+
+def test_reinforcement_learning_reads_the_ensembles_mean_score(tokenizer, reward_model_dir, tmp_path):
+    import shutil
+    from core.reward import ensemble_scores, load_reward_ensemble, load_reward_model, reward_scores
+    stage = tmp_path / "reward"
+    shutil.copytree(reward_model_dir, stage / "model")
+    other, _ = load_reward_model(reward_model_dir)
+    with torch.no_grad():
+        other.score.weight.mul_(-3.0)   # a member that disagrees
+    other.save_pretrained(stage / "ensemble" / "1")
+    tokenizer.save_pretrained(stage / "ensemble" / "1")
+    convs = [ROWS[0]["prompt"] + ROWS[0][side] for side in ("chosen", "rejected")]
+    members = load_reward_ensemble(stage / "model", tokenizer)
+    assert len(members) == 2
+    alone = [reward_scores(m, t, convs) for m, t in members]
+    assert alone[1] == pytest.approx([-3.0 * x for x in alone[0]], abs=1e-4) and alone[0][0] != 0
+    assert ensemble_scores(members, convs) == pytest.approx([-x for x in alone[0]], abs=1e-4)  # (1 - 3) / 2
+    assert len(load_reward_ensemble(reward_model_dir)) == 1  # no ensemble/ beside it: the model alone

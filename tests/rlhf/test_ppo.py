@@ -31,6 +31,17 @@ def test_ppo_updates_the_policy_and_writes_history(tmp_path, base_model_dir, rew
     assert "kl" in m["vs_sft"]
 
 
+def test_ppo_scores_with_every_member_of_the_reward_ensemble(tmp_path, base_model_dir, reward_dir, world_dir):
+    stage = tmp_path / "reward"
+    shutil.copytree(reward_dir, stage / "model")
+    shutil.copytree(reward_dir, stage / "ensemble" / "1")
+    m = run(tmp_path, base_model_dir, stage / "model", world_dir, "guards.kl_budget=1000", "guards.min_length_ratio=0",
+            "guards.max_length_ratio=100")
+    assert m["steps_completed"] == 2
+    inputs = (tmp_path / "ppo" / "config.yaml").read_text()
+    assert "reward_weights_0" in inputs and "reward_weights_1" in inputs  # both members read, and fingerprinted
+
+
 def test_a_kl_overrun_stops_cleanly_and_rolls_back(tmp_path, base_model_dir, reward_dir, world_dir):
     m = run(tmp_path, base_model_dir, reward_dir, world_dir, "ppo.steps=5", "ppo.lr=0.05", "guards.kl_budget=1e-6",
             "guards.min_length_ratio=0", "guards.max_length_ratio=100")

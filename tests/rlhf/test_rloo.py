@@ -1,5 +1,7 @@
 """RLOO and GRPO through TRL on micro models: the policy moves, the stage writes its artifact and effect."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -15,12 +17,15 @@ def cfg(*over):
                                                     *over])
 
 
-@pytest.mark.parametrize("method", ["rloo", "grpo"])
-def test_critic_free_methods_move_the_policy(tmp_path, base_model_dir, reward_dir, world_dir, method):
-    out = tmp_path / method
-    m = rloo.main(cfg(f"method={method}"), str(base_model_dir), str(reward_dir), str(world_dir / "prompts_train.jsonl"),
-                  str(world_dir / "prompts_heldout.jsonl"), str(out))
+@pytest.mark.parametrize("method, members", [("rloo", 2), ("grpo", 1)])
+def test_critic_free_methods_move_the_policy(tmp_path, base_model_dir, reward_dir, world_dir, method, members):
+    out, stage = tmp_path / method, tmp_path / "reward"
+    for i in range(members):  # the reward stage's layout: model/, then ensemble/1 ...
+        shutil.copytree(reward_dir, stage / ("model" if i == 0 else f"ensemble/{i}"))
+    m = rloo.main(cfg(f"method={method}"), str(base_model_dir), str(stage / "model"),
+                  str(world_dir / "prompts_train.jsonl"), str(world_dir / "prompts_heldout.jsonl"), str(out))
     assert (out / "DONE").exists() and m["method"] == method and m["steps"] == 2
+    assert (f"reward_weights_{members - 1}" in (out / "config.yaml").read_text())  # every member is read
     assert m["reward_first_logged"] is not None and "kl" in m["vs_sft"]
     assert not torch.equal(weights(base_model_dir), weights(out / "model"))
 
