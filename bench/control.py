@@ -58,7 +58,11 @@ def _pct(x) -> str:
 
 
 def _rm(m: dict | None) -> str:
-    return "" if m is None else f"{_pct(m['test']['accuracy'])} (ceiling {_pct(m.get('label_ceiling'))})"
+    if m is None:
+        return ""
+    mean = (m.get("ensemble") or {}).get("mean_score_accuracy")  # what PPO and RLOO reward with
+    return (f"{_pct(m['test']['accuracy'])} (ceiling {_pct(m.get('label_ceiling'))})"
+            + (f"; the ensemble's mean {_pct(mean)}" if mean is not None else ""))
 
 
 def _implicit(m: dict | None) -> str:

@@ -64,3 +64,9 @@ def test_dpos_implicit_reward_gets_a_row_where_a_run_scored_it(tmp_path):
     _stage(runs / "seeds" / "1" / "dpo", _policy(0.7))   # a seed run from before the stage scored it: an empty cell
     assert seeds_table(runs, runs / "seeds")[2] == ["DPO", "implicit reward, held-out pair accuracy",
                                                      "78.8 %, capability 77.4 %", ""]
+
+
+def test_the_reward_row_gives_the_ensembles_mean_where_one_was_trained(tmp_path):
+    runs = tmp_path / "runs"
+    _stage(runs / "reward", {"test": {"accuracy": 0.9}, "label_ceiling": 0.95, "ensemble": {"mean_score_accuracy": 0.92}})
+    assert table(runs, runs / "control")[0][2] == "90.0 % (ceiling 95.0 %); the ensemble's mean 92.0 %"
