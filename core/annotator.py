@@ -69,6 +69,10 @@ class Persona:
     warmth: float
     concise: float
 
+    def style(self, parts: dict) -> float:
+        """The weighted style dimensions of a response's rubric parts (`rubric`), in [0, STYLE_MAX]."""
+        return sum(getattr(self, d) * parts[d] for d in STYLE)
+
     def __post_init__(self):
         total = sum(getattr(self, d) for d in STYLE)
         if abs(total - STYLE_MAX) > 1e-9:
@@ -149,7 +153,7 @@ class ScriptedAnnotator:
 
     def score(self, prompt: dict, response: str) -> float:
         p, w = rubric(prompt, response), self.persona
-        s = -1.0 if p["empty"] else CORRECT_WEIGHT * p["correct"] + sum(getattr(w, d) * p[d] for d in STYLE)
+        s = -1.0 if p["empty"] else CORRECT_WEIGHT * p["correct"] + w.style(p)
         if self.noise:
             level = "|".join(f"{p[k]:g}" for k in ("correct", *STYLE, "empty"))
             key = f"{self.seed}|{w.name}|{prompt.get('id')}|{level}".encode()
@@ -216,7 +220,7 @@ def style_against(prompt: dict, chosen: str, rejected: str, personas: list[str])
 
     def style(text: str) -> float:
         parts = rubric(prompt, text)
-        return sum(sum(getattr(PERSONAS[p], d) * parts[d] for d in STYLE) for p in personas) / len(personas)
+        return sum(PERSONAS[p].style(parts) for p in personas) / len(personas)
     return style(better) < style(worse) - 1e-9
 
 

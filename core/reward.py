@@ -64,6 +64,11 @@ def load_reward_ensemble(path: str | Path, policy_tokenizer=None, policy_path: s
     return [load_reward_model(p, policy_tokenizer, policy_path) for p in ensemble_members(path)]
 
 
+def ensemble_inputs(path: str | Path) -> dict[str, Path]:
+    """Every member's weights, for a stage's recorded inputs (a retrained member makes its resume state stale)."""
+    return {f"reward_weights_{i}": p / "model.safetensors" for i, p in enumerate(ensemble_members(path))}
+
+
 def ensemble_scores(members: list[tuple], conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
     """The members' mean score of each conversation (`members` from `load_reward_ensemble`)."""
     scores = [reward_scores(m, t, conversations, batch_size) for m, t in members]

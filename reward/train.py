@@ -197,8 +197,8 @@ def main(cfg: RewardStageConfig, model: str, train: str, test: str, out: str,
         print(f"  {kind} pairs: {k['accuracy']:.1%} of {k['pairs']} (label ceiling {k['label_ceiling'] or float('nan'):.1%})")
     if after["capability_by_style"]:
         print("  capability pairs whose more correct reply has the better / the worse style: "
-              + " / ".join(f"{k['accuracy']:.1%} of {k['pairs']}" for _, k in sorted(
-                  after["capability_by_style"].items(), key=lambda kv: kv[0] != "style with")))
+              + " / ".join(f"{k['accuracy']:.1%} of {k['pairs']}"
+                           for _, k in sorted(after["capability_by_style"].items(), reverse=True)))
     if metrics["ensemble"]:
         e = metrics["ensemble"]
         print(f"ensemble of {e['members']} (PPO and RLOO reward with their mean): the mean score orders "

@@ -45,7 +45,7 @@ from core.generation import Decoding, chat_prompt_ids, generate
 from core.model import context_length, load_causal_lm, save_checkpoint
 from core.precision import apply as apply_precision, autocast, check as check_precision
 from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
-from core.reward import ensemble_members, ensemble_scores, load_reward_ensemble
+from core.reward import ensemble_inputs, ensemble_scores, load_reward_ensemble
 from core.tokenizer import check_chat_contract, load_tokenizer
 
 
@@ -152,17 +152,17 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
-                             **{f"reward_weights_{i}": path / "model.safetensors"
-                                for i, path in enumerate(ensemble_members(reward_model))}, "prompts": prompts},
+                             **ensemble_inputs(reward_model), "prompts": prompts},
                 stage_file=__file__)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(p.threads or per_process_threads())
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
     critic = ValueModel(AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=torch.float32))
-    for m in (reference, *(rm for rm, _ in members)):
+    scorers = [rm for rm, _ in members]
+    for m in (reference, *scorers):
         m.requires_grad_(False)
-    numerics = apply_precision(p.precision, policy, reference, critic, *(rm for rm, _ in members))
+    numerics = apply_precision(p.precision, policy, reference, critic, *scorers)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if numerics.bf16 else "no")
     main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     # Fused: one kernel per step for all parameters (on a CPU torch's default loops over them, ~3 s of the stage).

@@ -342,8 +342,12 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
                      if implicit else ""))
 
             def cell(m: dict, kind: str) -> str:
-                part = m if kind == "all" else m.get("by_kind", {}).get(kind) or m.get("capability_by_style", {}).get(
-                    kind.removeprefix("capability, "), {})
+                if kind == "all":
+                    part = m
+                elif kind.startswith("capability, "):
+                    part = m.get("capability_by_style", {}).get(kind.removeprefix("capability, "), {})
+                else:
+                    part = m.get("by_kind", {}).get(kind, {})
                 return pct(part.get("accuracy"))
             groups = [("all", t)] + sorted(kinds.items()) + [
                 (f"capability, {k}", v) for k, v in sorted(t.get("capability_by_style", {}).items(), reverse=True)]

@@ -29,7 +29,7 @@ from core.config import UserError, cli
 from core.data import PromptSource, fit_prompts, load_prompts, load_rows
 from core.distributed import in_sync, is_main, per_process_threads
 from core.model import context_length, load_causal_lm, save_checkpoint
-from core.reward import ensemble_members, load_reward_ensemble
+from core.reward import ensemble_inputs, load_reward_ensemble
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
 from core.training import TrainSettings, last_checkpoint, trl_args
@@ -69,8 +69,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     eval_prompts = first_per_task(load_rows(heldout_prompts), cfg.eval.per_task)
     stage = StageDir(out)
     stage.start(cfg, inputs={"model_weights": Path(model) / "model.safetensors",
-                             **{f"reward_weights_{i}": path / "model.safetensors"
-                                for i, path in enumerate(ensemble_members(reward_model))}, "prompts": prompts},
+                             **ensemble_inputs(reward_model), "prompts": prompts},
                 resume_state=("checkpoints",), stage_file=__file__)
     torch.set_num_threads(cfg.train.threads or per_process_threads())
 
