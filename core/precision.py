@@ -9,6 +9,12 @@
                 fixed batch of random ids) and takes the fastest whose probe losses match fp32's to
                 LOSS_TOLERANCE; a path must beat the simpler ones by MARGIN, so a tie stays fp32.
 
+Under bf16 on a CPU the attention kernel gets its own pick: autocast hands scaled_dot_product_attention
+bf16 inputs, and CPU flash attention in bf16 can be slower than in fp32 while the matmuls around it gain
+(the AMD EPYC of docs/benchmarks.md: 45 against 30 ms a layer at the tiny shape). A second probe times one
+attention forward + backward at the model's head shape in both; when fp32 is faster the models attend
+through "sdpa_fp32", transformers' SDPA with autocast off and fp32 inputs (more precise, not less).
+
 Which is fastest depends on the CPU, not the project: on this project's AMD EPYC (avx512_bf16, no AMX)
 oneDNN is ~2x MKL and bf16 ~1.5x oneDNN; on an Intel Xeon with AMX, MKL is already AVX-512 and bf16
 runs at ~4x fp32; on an Intel Xeon with avx512_bf16 but no AMX, MKL wins and bf16 trains at 0.67x.
@@ -54,6 +60,8 @@ class Numerics:
     tokens_per_s: dict[str, float] = field(default_factory=dict)  # probe rate per path tried
     loss_gap: dict[str, float] = field(default_factory=dict)      # max relative loss difference from fp32
     eligible: list[str] = field(default_factory=list)
+    attention: str = ""                # under bf16 on a CPU: the dtype attention runs in (fp32 | bf16)
+    attention_ms: dict[str, float] = field(default_factory=dict)  # its probe: ms per forward + backward
     probe_s: float = 0.0
 
     @property
@@ -66,10 +74,13 @@ class Numerics:
 
     def line(self) -> str:
         """The stage's first log line about numerics."""
-        head = f"numerics: {self.precision} ({self.source}"
+        head = f"numerics: {self.precision}" + (f", attention in {self.attention}" if self.attention else "")
+        head += f" ({self.source}"
         if self.tokens_per_s:
             rates = ", ".join(f"{p} {r:,.0f}" for p, r in self.tokens_per_s.items())
             head += f"; probe tokens/s on {self.cpu}: {rates}"
+        if self.attention_ms:
+            head += "; attention ms " + ", ".join(f"{p} {ms:.1f}" for p, ms in self.attention_ms.items())
         return head + ")"
 
     def record(self) -> dict:
@@ -123,7 +134,50 @@ def _probe_model(config):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def probe(paths: list[str], config) -> dict[str, tuple[float, list[float]]]:
+def _sdpa_fp32(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention in fp32 inside a bf16 autocast region (registered as "sdpa_fp32")."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    if attention_mask is not None and attention_mask.is_floating_point():
+        attention_mask = attention_mask.float()
+    with torch.autocast(query.device.type, enabled=False):
+        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+
+
+def attend_in_fp32(*models) -> None:
+    """Route the models' attention through "sdpa_fp32". Not saved: checkpoints still load as plain sdpa."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register("sdpa_fp32", _sdpa_fp32)
+    AttentionMaskInterface.register("sdpa_fp32", sdpa_mask)  # without it transformers builds no mask at all
+    for m in models:  # a wrapper (PPO's value model) holds a transformers model: its outermost one switches
+        next(x for x in m.modules() if hasattr(x, "set_attn_implementation")).set_attn_implementation("sdpa_fp32")
+
+
+def attention_probe(config) -> dict[str, float]:
+    """Milliseconds of one causal attention forward + backward at the model's head shape (PROBE_ROWS x
+    PROBE_SEQ), bf16 and fp32 taking turns, each keeping its fastest of PROBE_STEPS."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    seq = min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ))
+    gen = torch.Generator().manual_seed(0)
+    qkv = torch.randn(3, PROBE_ROWS, heads, seq, head_dim, generator=gen)
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for i in range(PROBE_WARMUP + PROBE_STEPS):
+        for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            q, k, v = (x.to(dtype).requires_grad_() for x in qkv)
+            t = time.perf_counter()
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).float().sum().backward()
+            if i >= PROBE_WARMUP:
+                times[name].append(time.perf_counter() - t)
+    return {name: 1000 * min(ts) for name, ts in times.items()}
+
+
+def decide_attention(ms: dict[str, float]) -> str:
+    """bf16 attention only when it beats fp32 by MARGIN."""
+    return "bf16" if ms["fp32"] > ms["bf16"] * MARGIN else "fp32"
+
+
+def probe(paths: list[str], config, attention: str = "bf16") -> dict[str, tuple[float, list[float]]]:
     """Per path: (tokens/s, loss per step) of a few AdamW steps on one fixed batch, run as that path would
     run. The paths take turns step by step and each keeps its fastest step, so a busy neighbour on a
     shared machine slows them alike instead of deciding the race."""
@@ -135,6 +189,8 @@ def probe(paths: list[str], config) -> dict[str, tuple[float, list[float]]]:
         model = _probe_model(config).train()
         if path == "fp32-onednn":
             use_onednn_linear(model)
+        if path == "bf16" and attention == "fp32":
+            attend_in_fp32(model)
         runs[path] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3), [], [])
     for i in range(PROBE_WARMUP + PROBE_STEPS):
         for path, (model, opt, losses, times) in runs.items():
@@ -195,39 +251,57 @@ def choose(requested: str, config) -> Numerics:
     """Resolve train.precision for a model with this transformers `config` (a collective under a launcher)."""
     from core.distributed import ensure_initialized, is_main, mean_over_ranks
     check(requested, "train.precision")
-    if requested != "auto":
+    if requested in ("fp32", "fp32-onednn"):
         return Numerics(requested, requested, "forced")
     if torch.cuda.is_available():
+        if requested == "bf16":
+            return Numerics("bf16", requested, "forced")
         return Numerics("bf16" if torch.cuda.is_bf16_supported() else "fp32", requested, "gpu")
     ensure_initialized()  # every rank must take the same decision
     paths, key = candidates(), _cache_key(config, torch.get_num_threads())
-    entry = _read_cache().get(key)
-    hit = mean_over_ranks(1.0 if entry else 0.0)[0] == 1.0
+    # What this choice needs measured: the attention dtype wherever bf16 may run, the paths' rates for auto.
+    needed = (["attention_ms"] if requested == "bf16" or "bf16" in paths else []) + (["tokens_per_s"] if requested == "auto" else [])
+    entry = _read_cache().get(key, {})
+    hit = mean_over_ranks(1.0 if all(k in entry for k in needed) else 0.0)[0] == 1.0
     t0 = time.perf_counter()
     if not hit:
-        measured = probe(paths, config)
-        means = mean_over_ranks(*(measured[p][0] for p in paths))
-        fp32_losses = measured["fp32"][1]
-        entry = {"tokens_per_s": {p: round(r, 1) for p, r in zip(paths, means)},
-                 "loss_gap": {p: round(max(abs(a - b) / b for a, b in zip(measured[p][1], fp32_losses)), 6)
-                              for p in paths},
-                 "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        entry = dict(entry)
+        if "attention_ms" in needed:
+            fp32_ms, bf16_ms = mean_over_ranks(*attention_probe(config).values())
+            entry["attention_ms"] = {"fp32": round(fp32_ms, 2), "bf16": round(bf16_ms, 2)}
+        if "tokens_per_s" in needed:
+            measured = probe(paths, config, decide_attention(entry["attention_ms"]) if "bf16" in paths else "bf16")
+            means = mean_over_ranks(*(measured[p][0] for p in paths))
+            fp32_losses = measured["fp32"][1]
+            entry["tokens_per_s"] = {p: round(r, 1) for p, r in zip(paths, means)}
+            entry["loss_gap"] = {p: round(max(abs(a - b) / b for a, b in zip(measured[p][1], fp32_losses)), 6)
+                                 for p in paths}
+        entry["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if is_main():
             _write_cache(key, entry)
-    precision, eligible = decide(entry["tokens_per_s"], entry["loss_gap"])
-    return Numerics(precision, requested, "cached" if hit else "measured", cpu_name(), entry["tokens_per_s"],
-                    entry["loss_gap"], eligible, round(time.perf_counter() - t0, 3))
+    if requested == "auto":
+        precision, eligible = decide(entry["tokens_per_s"], entry["loss_gap"])
+        numerics = Numerics(precision, requested, "cached" if hit else "measured", cpu_name(), entry["tokens_per_s"],
+                            entry["loss_gap"], eligible)
+    else:
+        numerics = Numerics("bf16", requested, "forced", cpu_name())
+    if numerics.bf16:
+        numerics.attention, numerics.attention_ms = decide_attention(entry["attention_ms"]), entry["attention_ms"]
+    numerics.probe_s = round(time.perf_counter() - t0, 3)
+    return numerics
 
 
 def apply(requested: str, *models) -> Numerics:
     """Resolve train.precision for the stage's models (their shape is the first one's), switch their linear
-    layers to oneDNN when that is the pick, and print the choice. bf16 is the caller's: autocast in its
+    layers to oneDNN or their attention to fp32 when that is the pick, and print the choice. bf16 is the caller's: autocast in its
     own loop, or TRL's bf16 flag."""
     from core.distributed import is_main
     from core.onednn import use_onednn_linear
     numerics = choose(requested, models[0].config)
     if numerics.onednn:
         use_onednn_linear(*models)
+    if numerics.attention == "fp32":
+        attend_in_fp32(*models)
     if is_main():
         print(numerics.line())
     return numerics

@@ -32,7 +32,57 @@ def test_a_forced_precision_runs_as_asked_without_a_probe(model, cache, monkeypa
     assert n.bf16 == (forced == "bf16")
     switched = sum(isinstance(m, OneDNNLinear) for m in model.modules())
     assert switched == (3 * 7 + 1 if forced == "fp32-onednn" else 0)  # 7 projections a layer, and the tied head
-    assert not cache.exists()
+    if forced == "bf16":  # only the attention dtype is measured (and cached)
+        assert set(n.attention_ms) == {"fp32", "bf16"} and n.attention == precision.decide_attention(n.attention_ms)
+        assert list(json.loads(cache.read_text()).values())[0].keys() >= {"attention_ms"}
+    else:
+        assert not cache.exists() and n.attention == ""
+
+
+@pytest.mark.parametrize("ms, picked", [
+    ({"fp32": 30.0, "bf16": 45.0}, "fp32"),    # the AMD EPYC's flash attention
+    ({"fp32": 30.0, "bf16": 29.0}, "fp32"),    # within the margin: the more precise one
+    ({"fp32": 30.0, "bf16": 10.0}, "bf16"),
+])
+def test_decide_attention_takes_bf16_only_when_clearly_faster(ms, picked):
+    assert precision.decide_attention(ms) == picked
+
+
+def test_fp32_attention_under_bf16_autocast_matches_fp32_and_is_not_saved(model, tmp_path):
+    from transformers import AutoModelForCausalLM
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding: the mask goes through the kernel too
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain = model(input_ids=ids, attention_mask=mask).logits.float()
+            precision.attend_in_fp32(model)
+            fp32_attention = model(input_ids=ids, attention_mask=mask).logits.float()
+    assert model.config._attn_implementation == "sdpa_fp32"
+    assert not torch.equal(plain, fp32_attention)  # the attention really ran another way
+    real = mask.bool()  # padded positions attend to nothing and hold no answer
+    error, bf16_error = ((x - reference)[real].abs().max() for x in (fp32_attention, plain))
+    assert error < 0.02 and error <= bf16_error * 1.5  # bf16 matmuls around it, fp32 inside: no worse than all-bf16
+    model.save_pretrained(tmp_path)
+    assert "sdpa_fp32" not in (tmp_path / "config.json").read_text()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)  # stock transformers, no registration needed
+    assert reloaded.config._attn_implementation != "sdpa_fp32"
+
+
+def test_fp32_attention_reaches_a_model_inside_a_wrapper(model):
+    wrapper = torch.nn.Sequential(torch.nn.Identity(), torch.nn.ModuleDict({"body": model}))
+    precision.attend_in_fp32(wrapper)
+    assert model.config._attn_implementation == "sdpa_fp32"
+
+
+def test_a_cache_entry_without_the_attention_probe_is_measured_again(model, cache, monkeypatch):
+    old = precision.choose("auto", model.config)
+    entry = json.loads(cache.read_text())
+    for e in entry.values():
+        e.pop("attention_ms", None)
+    cache.write_text(json.dumps(entry))
+    assert precision.choose("auto", model.config).source == ("measured" if "bf16" in old.tokens_per_s else "cached")
 
 
 def test_an_unknown_precision_is_a_one_line_error_naming_the_knob():
@@ -82,7 +132,7 @@ def test_decide_takes_the_fastest_path_that_trains_like_fp32(rates, gaps, picked
 
 
 def test_a_probe_that_finds_bf16_faster_but_off_falls_back(model, cache, monkeypatch):
-    def fake_probe(paths, config):
+    def fake_probe(paths, config, attention):
         losses = [7.0, 6.0, 5.0, 4.0]
         return {"fp32": (100.0, losses), "fp32-onednn": (101.0, losses), "bf16": (500.0, [7.0, 6.0, 5.0, 4.5])}
     monkeypatch.setattr(precision, "candidates", lambda: ["fp32", "fp32-onednn", "bf16"])
@@ -116,7 +166,7 @@ def test_an_unwritable_cache_costs_only_a_note(model, tmp_path, monkeypatch, cap
 def test_inference_runs_the_faster_fp32_kernel_of_the_probe(model, cache, monkeypatch, rates, switched):
     from core.model import to_inference_device
     monkeypatch.setattr(precision, "candidates", lambda: list(rates))
-    monkeypatch.setattr(precision, "probe", lambda paths, config: {p: (rates[p], [7.0, 6.0]) for p in paths})
+    monkeypatch.setattr(precision, "probe", lambda paths, config, attention: {p: (rates[p], [7.0, 6.0]) for p in paths})
     to_inference_device(model)
     assert any(isinstance(m, OneDNNLinear) for m in model.modules()) == switched
     assert next(model.parameters()).dtype == torch.float32
