@@ -93,3 +93,17 @@ def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
         merged = peft_model.merge_and_unload()
         after = merged(input_ids=probe).logits
     return merged, (before - after).abs().max().item()
+
+
+def preference_dataset(tokenizer, rows: list[dict], keys: tuple[str, ...] = ("prompt", "chosen", "rejected")):
+    """Preference rows as a `datasets.Dataset` for TRL's reward and DPO trainers, with a `length` column: the
+    tokens of the longer of prompt + chosen and prompt + rejected. With `train.group_by_length` the Trainer's
+    length-grouped sampler reads it, so a batch holds pairs of similar length; in random batches of the tiny
+    world's pairs 48 % of the tokens were padding."""
+    from datasets import Dataset
+
+    def tokens(messages: list[dict]) -> int:
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    return Dataset.from_list([{**{k: r[k] for k in keys},
+                               "length": max(tokens(r["prompt"] + r["chosen"]), tokens(r["prompt"] + r["rejected"]))}
+                              for r in rows])

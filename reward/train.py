@@ -41,7 +41,7 @@ from core.model import load_causal_lm
 from core.reward import accuracy_report, reward_scores
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
-from core.training import TrainSettings, last_checkpoint, trl_args
+from core.training import TrainSettings, last_checkpoint, preference_dataset, trl_args
 
 
 @dataclass
@@ -96,7 +96,6 @@ def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train
     from transformers import AutoModelForSequenceClassification
     from transformers.integrations import TensorBoardCallback
     from trl import RewardConfig, RewardTrainer
-    from datasets import Dataset
 
     torch.manual_seed(seed)  # the score head's initialisation
     with warnings.catch_warnings():
@@ -104,14 +103,13 @@ def train_member(cfg: RewardStageConfig, seed: int, model: str, tokenizer, train
         rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id
     numerics = apply_precision(cfg.train.precision, rm)
-    # Length grouping reads `input_ids`; pairs have chosen_/rejected_input_ids, so batches are random here.
-    args = RewardConfig(**{**trl_args(cfg.train, seed, checkpoints, numerics.bf16), "train_sampling_strategy": "random"},
+    # remove_unused_columns off: the sampler reads preference_dataset's `length`, the collator takes its own keys.
+    args = RewardConfig(**trl_args(cfg.train, seed, checkpoints, numerics.bf16), remove_unused_columns=False,
                         disable_dropout=True, center_rewards_coefficient=cfg.center_rewards or None)
-    keep = ("prompt", "chosen", "rejected")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         trainer = RewardTrainer(model=rm, args=args, processing_class=tokenizer,
-                                train_dataset=Dataset.from_list([{k: r[k] for k in keep} for r in train_rows]),
+                                train_dataset=preference_dataset(tokenizer, train_rows),
                                 callbacks=[TensorBoardCallback(writer)])
         last = last_checkpoint(checkpoints)
         if last:

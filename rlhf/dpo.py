@@ -40,7 +40,7 @@ from core.model import load_causal_lm, save_checkpoint
 from core.reward import accuracy_report, implicit_pair_scores, pair_token_ids
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
-from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
+from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, preference_dataset, trl_args
 
 LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "robust": "robust"}
 
@@ -72,7 +72,6 @@ class DPOStageConfig:
 
 def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out: str,
          test: str | None = None) -> dict:
-    from datasets import Dataset
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
     from trl import DPOConfig, DPOTrainer
@@ -96,9 +95,8 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
 
     policy, reference = load_causal_lm(model), load_causal_lm(model).eval()
     numerics = apply_precision(cfg.train.precision, policy, reference)
-    # Length grouping reads `input_ids`; DPO rows hold prompt/chosen/rejected ids, so batches are random.
-    args = DPOConfig(**{**trl_args(cfg.train, cfg.seed, stage.checkpoints, numerics.bf16),
-                        "train_sampling_strategy": "random"},
+    # remove_unused_columns off: the sampler reads preference_dataset's `length`, the collator takes its own keys.
+    args = DPOConfig(**trl_args(cfg.train, cfg.seed, stage.checkpoints, numerics.bf16), remove_unused_columns=False,
                      beta=cfg.beta, label_smoothing=cfg.label_smoothing,
                      loss_type=[LOSSES[cfg.loss_type]] + (["sft"] if cfg.sft_weight else []),
                      loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
@@ -111,8 +109,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         trainer = DPOTrainer(model=policy, ref_model=None, args=args, processing_class=tokenizer,
-                             train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")}
-                                                              for r in rows]),
+                             train_dataset=preference_dataset(tokenizer, rows),
                              peft_config=lora_config(cfg.lora), callbacks=[TensorBoardCallback(writer)])
         last = last_checkpoint(stage.checkpoints)
         if last:
