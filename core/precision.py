@@ -260,7 +260,8 @@ def choose(requested: str, config) -> Numerics:
     ensure_initialized()  # every rank must take the same decision
     paths, key = candidates(), _cache_key(config, torch.get_num_threads())
     # What this choice needs measured: the attention dtype wherever bf16 may run, the paths' rates for auto.
-    needed = (["attention_ms"] if requested == "bf16" or "bf16" in paths else []) + (["tokens_per_s"] if requested == "auto" else [])
+    needed = ((["attention_ms"] if requested == "bf16" or "bf16" in paths else [])
+              + (["tokens_per_s"] if requested == "auto" else []))
     entry = _read_cache().get(key, {})
     hit = mean_over_ranks(1.0 if all(k in entry for k in needed) else 0.0)[0] == 1.0
     t0 = time.perf_counter()

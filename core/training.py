@@ -95,7 +95,7 @@ def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
     return merged, (before - after).abs().max().item()
 
 
-def preference_dataset(tokenizer, rows: list[dict], keys: tuple[str, ...] = ("prompt", "chosen", "rejected")):
+def preference_dataset(tokenizer, rows: list[dict]):
     """Preference rows as a `datasets.Dataset` for TRL's reward and DPO trainers, with a `length` column: the
     tokens of the longer of prompt + chosen and prompt + rejected. With `train.group_by_length` the Trainer's
     length-grouped sampler reads it, so a batch holds pairs of similar length; in random batches of the tiny
@@ -104,6 +104,6 @@ def preference_dataset(tokenizer, rows: list[dict], keys: tuple[str, ...] = ("pr
 
     def tokens(messages: list[dict]) -> int:
         return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
-    return Dataset.from_list([{**{k: r[k] for k in keys},
+    return Dataset.from_list([{**{k: r[k] for k in ("prompt", "chosen", "rejected")},
                                "length": max(tokens(r["prompt"] + r["chosen"]), tokens(r["prompt"] + r["rejected"]))}
                               for r in rows])
