@@ -9,11 +9,14 @@
                 fixed batch of random ids) and takes the fastest whose probe losses match fp32's to
                 LOSS_TOLERANCE; a path must beat the simpler ones by MARGIN, so a tie stays fp32.
 
-Under bf16 on a CPU the attention kernel gets its own pick: autocast hands scaled_dot_product_attention
-bf16 inputs, and CPU flash attention in bf16 can be slower than in fp32 while the matmuls around it gain
-(the AMD EPYC of docs/benchmarks.md: 45 against 30 ms a layer at the tiny shape). A second probe times one
-attention forward + backward at the model's head shape in both; when fp32 is faster the models attend
-through "sdpa_fp32", transformers' SDPA with autocast off and fp32 inputs (more precise, not less).
+Under bf16 on a CPU attention gets its own pick: autocast hands scaled_dot_product_attention bf16 inputs,
+and CPU flash attention in bf16 can be slower than in fp32 while the matmuls around it gain (the AMD EPYC of
+docs/benchmarks.md: 45 against 30 ms a layer at the tiny shape). Three ways race in the bf16 probe step,
+on a batch padded as the chat stages' are: SDPA in bf16; SDPA in fp32 ("sdpa_fp32": transformers' SDPA
+with autocast off, more precise, not less); transformers' "eager" attention (bf16 matmuls around an fp32
+softmax, no fused kernel). On that EPYC eager wins (probe step 22 against 24 and 27 ms): at short contexts
+and small heads the flash kernels' tiling does not pay, least of all with a padding mask, and compiled
+(pretraining) the eager softmax fuses. A bf16 kind must beat fp32 by ATTENTION_MARGIN.
 
 Which is fastest depends on the CPU, not the project: on this project's AMD EPYC (avx512_bf16, no AMX)
 oneDNN is ~2x MKL and bf16 ~1.5x oneDNN; on an Intel Xeon with AMX, MKL is already AVX-512 and bf16
@@ -42,7 +45,9 @@ from core.config import UserError
 PRECISIONS = ("auto", "fp32", "fp32-onednn", "bf16")
 PATHS = ("fp32", "fp32-onednn", "bf16")   # simplest first: a later path must beat the best earlier one
 MARGIN = 1.05                             # ... by 5 %, more than the probe's run-to-run noise
+ATTENTION_MARGIN = 1.02                   # attention kinds race in one path: their steps differ by <1 % run to run
 LOSS_TOLERANCE = 0.01                     # max relative difference from fp32's loss over the probe steps
+ATTENTION = ("fp32", "bf16", "eager")     # SDPA in fp32 / in bf16, transformers' eager (bf16 matmuls)
 PROBE_LAYERS, PROBE_ROWS, PROBE_SEQ, PROBE_STEPS, PROBE_WARMUP = 2, 4, 128, 3, 1
 
 
@@ -60,7 +65,7 @@ class Numerics:
     tokens_per_s: dict[str, float] = field(default_factory=dict)  # probe rate per path tried
     loss_gap: dict[str, float] = field(default_factory=dict)      # max relative loss difference from fp32
     eligible: list[str] = field(default_factory=list)
-    attention: str = ""                # under bf16 on a CPU: the dtype attention runs in (fp32 | bf16)
+    attention: str = ""                # under bf16 on a CPU: how attention runs (ATTENTION)
     attention_ms: dict[str, float] = field(default_factory=dict)  # its probe: ms per forward + backward
     probe_s: float = 0.0
 
@@ -74,7 +79,7 @@ class Numerics:
 
     def line(self) -> str:
         """The stage's first log line about numerics."""
-        head = f"numerics: {self.precision}" + (f", attention in {self.attention}" if self.attention else "")
+        head = f"numerics: {self.precision}" + (f", attention {self.attention}" if self.attention else "")
         head += f" ({self.source}"
         if self.tokens_per_s:
             rates = ", ".join(f"{p} {r:,.0f}" for p, r in self.tokens_per_s.items())
@@ -143,60 +148,65 @@ def _sdpa_fp32(module, query, key, value, attention_mask, **kwargs):
         return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
 
 
-def attend_in_fp32(*models) -> None:
-    """Route the models' attention through "sdpa_fp32". Not saved: checkpoints still load as plain sdpa."""
+def use_attention(kind: str, *models) -> None:
+    """Route the models' attention the probe's way (ATTENTION): "fp32" through "sdpa_fp32", "eager" through
+    transformers' eager attention, "bf16" stays SDPA. Not saved: checkpoints still load as plain sdpa."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    AttentionInterface.register("sdpa_fp32", _sdpa_fp32)
-    AttentionMaskInterface.register("sdpa_fp32", sdpa_mask)  # without it transformers builds no mask at all
+    if kind == "bf16":
+        return
+    name = {"fp32": "sdpa_fp32", "eager": "eager"}[kind]
+    if name == "sdpa_fp32":
+        AttentionInterface.register("sdpa_fp32", _sdpa_fp32)
+        AttentionMaskInterface.register("sdpa_fp32", sdpa_mask)  # without it transformers builds no mask at all
     for m in models:  # a wrapper (PPO's value model) holds a transformers model: its outermost one switches
-        next(x for x in m.modules() if hasattr(x, "set_attn_implementation")).set_attn_implementation("sdpa_fp32")
+        next(x for x in m.modules() if hasattr(x, "set_attn_implementation")).set_attn_implementation(name)
 
 
 def attention_probe(config) -> dict[str, float]:
-    """Milliseconds of one causal attention forward + backward at the model's head shape (PROBE_ROWS x
-    PROBE_SEQ), bf16 and fp32 taking turns, each keeping its fastest of PROBE_STEPS."""
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    seq = min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ))
-    gen = torch.Generator().manual_seed(0)
-    qkv = torch.randn(3, PROBE_ROWS, heads, seq, head_dim, generator=gen)
-    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for i in range(PROBE_WARMUP + PROBE_STEPS):
-        for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-            q, k, v = (x.to(dtype).requires_grad_() for x in qkv)
-            t = time.perf_counter()
-            F.scaled_dot_product_attention(q, k, v, is_causal=True).float().sum().backward()
-            if i >= PROBE_WARMUP:
-                times[name].append(time.perf_counter() - t)
-    return {name: 1000 * min(ts) for name, ts in times.items()}
+    """Milliseconds per step of the bf16 probe model (`probe`) with each ATTENTION kind. Measured in a
+    whole step, not as a lone kernel: alone at this shape transformers' eager attention lost to fp32 SDPA
+    (3.1-3.9 against 2.4-2.6 ms), in the model's step it won."""
+    seq = min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ + 1) - 1)
+    raced = _race({kind: ("bf16", kind) for kind in ATTENTION}, config, padded=True)
+    return {kind: 1000 * PROBE_ROWS * seq / rate for kind, (rate, _) in raced.items()}
 
 
 def decide_attention(ms: dict[str, float]) -> str:
-    """bf16 attention only when it beats fp32 by MARGIN."""
-    return "bf16" if ms["fp32"] > ms["bf16"] * MARGIN else "fp32"
+    """The fastest ATTENTION kind; a bf16 one (SDPA or eager) only when it beats fp32 by ATTENTION_MARGIN."""
+    best = min((k for k in ("bf16", "eager") if k in ms), key=ms.__getitem__)
+    return best if ms["fp32"] > ms[best] * ATTENTION_MARGIN else "fp32"
 
 
 def probe(paths: list[str], config, attention: str = "bf16") -> dict[str, tuple[float, list[float]]]:
     """Per path: (tokens/s, loss per step) of a few AdamW steps on one fixed batch, run as that path would
-    run. The paths take turns step by step and each keeps its fastest step, so a busy neighbour on a
-    shared machine slows them alike instead of deciding the race."""
+    run (bf16 with this attention)."""
+    return _race({path: (path, attention) for path in paths}, config)
+
+
+def _race(setups: dict[str, tuple[str, str]], config, padded: bool = False) -> dict[str, tuple[float, list[float]]]:
+    """Per setup name, (path, attention kind) -> (tokens/s, loss per step) of the probe model. The setups
+    take turns step by step and each keeps its fastest step, so a busy neighbour on a shared machine slows
+    them alike instead of deciding the race."""
     from core.onednn import use_onednn_linear
     seq = min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ + 1) - 1)
     ids = torch.randint(0, config.vocab_size, (PROBE_ROWS, seq + 1), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(PROBE_ROWS, seq, dtype=torch.long)
+    if padded:  # as the chat stages' batches are: every other row left-padded by a quarter
+        mask[::2, : seq // 4] = 0
     runs = {}
-    for path in paths:
+    for name, (path, attention) in setups.items():
         model = _probe_model(config).train()
         if path == "fp32-onednn":
             use_onednn_linear(model)
-        if path == "bf16" and attention == "fp32":
-            attend_in_fp32(model)
-        runs[path] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3), [], [])
+        if path == "bf16":
+            use_attention(attention, model)
+        runs[name] = (path, model, torch.optim.AdamW(model.parameters(), lr=1e-3), [], [])
     for i in range(PROBE_WARMUP + PROBE_STEPS):
-        for path, (model, opt, losses, times) in runs.items():
+        for path, model, opt, losses, times in runs.values():
             t = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path == "bf16"):
-                logits = model(input_ids=ids[:, :-1]).logits
+                logits = model(input_ids=ids[:, :-1], attention_mask=mask if padded else None).logits
             loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
             loss.backward()
             opt.step()
@@ -204,7 +214,7 @@ def probe(paths: list[str], config, attention: str = "bf16") -> dict[str, tuple[
             losses.append(loss.item())
             if i >= PROBE_WARMUP:
                 times.append(time.perf_counter() - t)
-    return {path: (PROBE_ROWS * seq / min(times), losses) for path, (_, _, losses, times) in runs.items()}
+    return {name: (PROBE_ROWS * seq / min(times), losses) for name, (_, _, _, losses, times) in runs.items()}
 
 
 def decide(rates: dict[str, float], gaps: dict[str, float]) -> tuple[str, list[str]]:
@@ -263,13 +273,14 @@ def choose(requested: str, config) -> Numerics:
     needed = ((["attention_ms"] if requested == "bf16" or "bf16" in paths else [])
               + (["tokens_per_s"] if requested == "auto" else []))
     entry = _read_cache().get(key, {})
-    hit = mean_over_ranks(1.0 if all(k in entry for k in needed) else 0.0)[0] == 1.0
+    complete = all(k in entry for k in needed) and set(entry.get("attention_ms", ATTENTION)) == set(ATTENTION)
+    hit = mean_over_ranks(1.0 if complete else 0.0)[0] == 1.0
     t0 = time.perf_counter()
     if not hit:
         entry = dict(entry)
         if "attention_ms" in needed:
-            fp32_ms, bf16_ms = mean_over_ranks(*attention_probe(config).values())
-            entry["attention_ms"] = {"fp32": round(fp32_ms, 2), "bf16": round(bf16_ms, 2)}
+            ms = mean_over_ranks(*(attention_probe(config)[k] for k in ATTENTION))
+            entry["attention_ms"] = {k: round(x, 2) for k, x in zip(ATTENTION, ms)}
         if "tokens_per_s" in needed:
             measured = probe(paths, config, decide_attention(entry["attention_ms"]) if "bf16" in paths else "bf16")
             means = mean_over_ranks(*(measured[p][0] for p in paths))
@@ -294,15 +305,15 @@ def choose(requested: str, config) -> Numerics:
 
 def apply(requested: str, *models) -> Numerics:
     """Resolve train.precision for the stage's models (their shape is the first one's), switch their linear
-    layers to oneDNN or their attention to fp32 when that is the pick, and print the choice. bf16 is the caller's: autocast in its
-    own loop, or TRL's bf16 flag."""
+    layers to oneDNN or their attention (use_attention) when that is the pick, and print the choice. bf16 is
+    the caller's: autocast in its own loop, or TRL's bf16 flag."""
     from core.distributed import is_main
     from core.onednn import use_onednn_linear
     numerics = choose(requested, models[0].config)
     if numerics.onednn:
         use_onednn_linear(*models)
-    if numerics.attention == "fp32":
-        attend_in_fp32(*models)
+    if numerics.attention:
+        use_attention(numerics.attention, *models)
     if is_main():
         print(numerics.line())
     return numerics
