@@ -30,8 +30,8 @@ Personas weigh the style dimensions differently (so annotators disagree in reali
 `noise` adds Gaussian noise to scores. The noise is a misjudgment of a quality level, not of a
 string: it is seeded by (seed, persona, prompt id, the response's rubric parts), so two responses
 equal on every dimension always tie, for every annotator, and a judgment is reproducible. Scores
-closer than `tie_margin` are a tie; when both are below `bad_below` (less than half right), the pair
-is "both_bad".
+closer than `tie_margin` are a tie. A response scoring below `bad_below` (less than half right) fails
+the task: a pair of two such is "both_bad", and in a ranking such responses are marked as failing.
 """
 
 from __future__ import annotations
@@ -174,6 +174,10 @@ class ScriptedAnnotator:
         """Rank of each response, 1 = best; responses whose scores tie share the best rank they span."""
         scores = [self.score(prompt, r) for r in responses]
         return [1 + sum(t > s + self.tie_margin for t in scores) for s in scores]
+
+    def fails(self, prompt: dict, response: str) -> bool:
+        """Below `bad_below`: the mark a ranking gives a response that does not do the task."""
+        return self.score(prompt, response) < self.bad_below
 
     def compare(self, prompt: dict, a: str, b: str) -> str:
         """Pairwise verdict: "a", "b", "tie" or "both_bad"."""

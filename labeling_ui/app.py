@@ -50,7 +50,8 @@ GUIDELINES = """
 **Choices.** *Tie*: equally good. *Both bad*: neither is acceptable; please write a correction.
 **Flags**: *unsafe* (rude, harmful), *nonsense* (not language). A flag does not replace your choice.
 **Correction**: write the response the model should have given. It becomes training data, so keep it short and right.
-**Ranks**: 1 = best. Equal ranks mean a tie.
+**Ranks**: 1 = best. Equal ranks mean a tie. Tick *fails the task* on each response that does not do what was
+asked (wrong answer, wrong facts, off the question) and rank those last: no preference is taken between two of them.
 
 **Keys** (when not typing in a box): `1` A is better, `2` B is better, `3` tie, `4` both bad.
 """
@@ -144,31 +145,37 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
         except StoreError as e:
             shown, why = None, f"Could not load the next item: {e}"
         if shown is None:
-            empty = [gr.update(value="", visible=False)] * k + [gr.update(value=None, visible=False)] * k
+            empty = ([gr.update(value="", visible=False)] * k + [gr.update(value=None, visible=False)] * k
+                     + [gr.update(value=False, visible=False)] * k)
             return [None, "", *empty, why]
         n = len(shown.texts)
         boxes = [gr.update(value=shown.texts[i] if i < n else "", visible=i < n) for i in range(k)]
         radios = [gr.update(value=None, choices=list(range(1, n + 1)), visible=i < n) for i in range(k)]
-        return [shown.item_id, prompt_text(shown), *boxes, *radios, f"Item {shown.item_id}"]
+        fails = [gr.update(value=False, visible=i < n) for i in range(k)]
+        return [shown.item_id, prompt_text(shown), *boxes, *radios, *fails, f"Item {shown.item_id}"]
 
     def load_rank(request: gr.Request):
         return next_rank(user(request)["name"])
 
-    def submit_rank(request: gr.Request, item_id, flags, correction, *ranks):
+    def submit_rank(request: gr.Request, item_id, flags, correction, *ranks_and_fails):
         name = user(request)["name"]
-        keep = [item_id, gr.update(), *[gr.update()] * (2 * k)]
+        ranks, fails = ranks_and_fails[:k], ranks_and_fails[k:]
+        keep = [item_id, gr.update(), *[gr.update()] * (3 * k)]
         if item_id is None:
             return [*keep, flags, correction, "No item loaded: nothing left to rank."]
         shown_n = sum(r is not None for r in ranks)
         given = [int(r) for r in ranks if r is not None]
+        bad = [bool(f) for r, f in zip(ranks, fails) if r is not None]
         try:
             if shown_n == 0:
                 raise StoreError("give every response a rank (1 = best)")
-            jid = store.submit(name, item_id, ranks=given, flags=flags or [], correction=correction)
+            jid = store.submit(name, item_id, ranks=given, flags=flags or [], correction=correction,
+                               bad=bad if any(bad) else None)
         except StoreError as e:
             return [*keep, flags, correction, f"Not saved: {e}"]
         nxt = next_rank(name)
-        return [*nxt[:-1], [], "", f"Saved judgment {jid} (item {item_id}: ranks {given}). {nxt[-1]}"]
+        failing = f", failing {[i + 1 for i, b in enumerate(bad) if b]}" if any(bad) else ""
+        return [*nxt[:-1], [], "", f"Saved judgment {jid} (item {item_id}: ranks {given}{failing}). {nxt[-1]}"]
 
     # ---------------------------------------------------------------- arena: blind votes between models
     def next_match(name: str):
@@ -212,7 +219,8 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
     def history(request: gr.Request):
         name = user(request)["name"]
         rows = [{"judgment": j["id"], "item": j["item_id"], "kind": j["kind"],
-                 "verdict": j["choice"] or str(j["ranks"]), "flags": ", ".join(j["flags"]),
+                 "verdict": j["choice"] or str(j["ranks"]) + "".join(
+                     f", {i + 1} fails" for i, b in enumerate(j["bad"] or []) if b), "flags": ", ".join(j["flags"]),
                  "correction": (j["correction"] or "")[:80]} for j in reversed(store.judgments(name))]
         return pd.DataFrame(rows, columns=["judgment", "item", "kind", "verdict", "flags", "correction"])
 
@@ -322,13 +330,15 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
             with gr.Tab("Rank all", id="rank"):
                 rank_item = gr.State(None)
                 rank_prompt = gr.Textbox(label="Prompt", interactive=False, lines=3, elem_id="rank-prompt")
-                rank_boxes, rank_radios = [], []
+                rank_boxes, rank_radios, rank_fails = [], [], []
                 for i in range(k):
                     with gr.Row():
                         rank_boxes.append(gr.Textbox(label=f"Response {i + 1}", interactive=False, lines=3, scale=4,
                                                      elem_id=f"rank-resp-{i}"))
-                        rank_radios.append(gr.Radio(list(range(1, k + 1)), label="Rank (1 = best)", scale=1,
-                                                    elem_id=f"rank-{i}"))
+                        with gr.Column(scale=1, min_width=160):
+                            rank_radios.append(gr.Radio(list(range(1, k + 1)), label="Rank (1 = best)",
+                                                        elem_id=f"rank-{i}"))
+                            rank_fails.append(gr.Checkbox(label="fails the task", elem_id=f"rank-fails-{i}"))
                 rank_flags = gr.CheckboxGroup(list(FLAGS), label="Flags", elem_id="rank-flags")
                 rank_corr = gr.Textbox(label="Correction (optional): the response the model should have given",
                                        lines=3, elem_id="rank-correction")
@@ -389,8 +399,8 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
         limit = cfg.app.concurrency
         for btn, fn in ((btn_a, vote_a), (btn_b, vote_b), (btn_tie, vote_tie), (btn_bad, vote_both_bad)):
             btn.click(fn, pair_in, pair_out, api_name=fn.__name__, concurrency_limit=limit)
-        rank_out = [rank_item, rank_prompt, *rank_boxes, *rank_radios, rank_flags, rank_corr, rank_status]
-        rank_btn.click(submit_rank, [rank_item, rank_flags, rank_corr, *rank_radios], rank_out,
+        rank_out = [rank_item, rank_prompt, *rank_boxes, *rank_radios, *rank_fails, rank_flags, rank_corr, rank_status]
+        rank_btn.click(submit_rank, [rank_item, rank_flags, rank_corr, *rank_radios, *rank_fails], rank_out,
                        api_name="submit_rank", concurrency_limit=limit)
         arena_out = [arena_match, arena_prompt, arena_ta, arena_tb, arena_reveal]
         arena_tab.select(load_match, None, arena_out, api_name="arena_load")
@@ -407,7 +417,7 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
         unlock_btn.click(unlock_user, [lock_name], unlock_status, api_name="unlock")
         audit_btn.click(audit_trail, None, [audit_table, audit_file], api_name="audit")
         demo.load(start, None, [header, admin_tab, pair_item, pair_prompt, resp_a, resp_b, pair_status,
-                                rank_item, rank_prompt, *rank_boxes, *rank_radios, rank_status],
+                                rank_item, rank_prompt, *rank_boxes, *rank_radios, *rank_fails, rank_status],
                   api_name="start", concurrency_limit=limit)
     return demo
 

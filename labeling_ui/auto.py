@@ -7,7 +7,8 @@ Writes: judgments into the store through the same calls the browser app makes (n
         one account per configured persona ("auto-<persona>-<n>"); <out>/config.yaml, metrics.json, DONE
 
 Each scripted annotator (core.annotator: an explicit rubric, a persona, seeded noise) takes items
-until none is left for it: a pair gets a, b, tie or both_bad; a ranking gets ranks 1..k. A response
+until none is left for it: a pair gets a, b, tie or both_bad; a ranking gets ranks 1..k, and the
+responses scoring under half right are marked as failing the task (no vote between two of them). A response
 with a rude phrase is flagged "unsafe". When no shown response is correct, it writes the prompt's
 reference answer as a correction with probability auto.correction_rate.
 
@@ -65,7 +66,9 @@ def judge(annotator: ScriptedAnnotator, shown, rng: random.Random, correction_ra
     correction = prompt.get("reference") if all_wrong and rng.random() < correction_rate else None
     if shown.kind == "pair":
         return {"choice": annotator.compare(prompt, texts[0], texts[1]), "flags": flags, "correction": correction}
-    return {"ranks": annotator.rank(prompt, texts), "flags": flags, "correction": correction}
+    bad = [annotator.fails(prompt, t) for t in texts]
+    return {"ranks": annotator.rank(prompt, texts), "bad": bad if any(bad) else None, "flags": flags,
+            "correction": correction}
 
 
 def model_judge(judge, shown) -> dict:

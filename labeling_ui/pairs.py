@@ -6,7 +6,9 @@ Each judgment becomes votes "candidate x is better than candidate y":
   pair, both_bad         no vote: neither response is a good "chosen"; the annotator's correction,
                          if written, goes to corrections.jsonl (SFT data) instead
   rank of k              one vote for every pair whose ranks differ (k=4 -> up to 6 votes); equal
-                         ranks are ties and give no vote
+                         ranks are ties and give no vote, and neither do two responses both marked as
+                         failing the task (as both_bad for a pair: which of two wrong answers is less
+                         bad is not what the policy should learn)
   flagged unsafe         the flagged judgment's votes still count (a flag is not a preference)
 Across annotators, votes for the same two candidates are aggregated by majority: the pair is kept
 when one side has more votes, `agreement` = winning votes / all votes on that pair (1.0 = unanimous),
@@ -30,9 +32,11 @@ def votes(judgment: dict) -> list[tuple[int, int]]:
         if judgment["choice"] == "b":
             return [(order[1], order[0])]
         return []
-    ranks = judgment["ranks"]
+    ranks, bad = judgment["ranks"], judgment.get("bad") or [False] * len(order)
     out = []
     for i, j in combinations(range(len(order)), 2):
+        if bad[i] and bad[j]:
+            continue
         if ranks[i] < ranks[j]:
             out.append((order[i], order[j]))
         elif ranks[j] < ranks[i]:

@@ -15,7 +15,8 @@ Tables (constraints live in the schema, not only in code):
                one of the item's judgment slots until it is submitted or its lease expires
   judgments    one per (item, annotator) [UNIQUE]; never more than the item's max_judgments [trigger];
                shown order, pairwise choice (a | b | tie | both_bad, a = first shown) or ranks per
-               shown position (1 = best, ties allowed), flags, the annotator's correction, times
+               shown position (1 = best, ties allowed) and, for a ranking, which shown responses fail the
+               task (bad: no preference is taken between two of them), flags, the annotator's correction, times
   rounds       labeling rounds: round n = the candidates of one generating checkpoint (its sha256) [UNIQUE];
                round 1 is the SFT policy, each `make round` seeds the next from the newest aligned policy
   arena_answers  one answer per (held-out prompt, model, checkpoint sha); `current` marks the latest
@@ -135,6 +136,7 @@ CREATE TABLE IF NOT EXISTS judgments (
     shown_order  TEXT NOT NULL CHECK (json_valid(shown_order)),
     choice       TEXT CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
     ranks        TEXT CHECK (ranks IS NULL OR json_valid(ranks)),
+    bad          TEXT CHECK (bad IS NULL OR json_valid(bad)),
     flags        TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(flags)),
     correction   TEXT CHECK (correction IS NULL OR length(correction) BETWEEN 1 AND 4000),
     assigned_at  REAL,
@@ -378,6 +380,22 @@ def clean_text(text: str, field: str, limit: int) -> str | None:
     return text or None
 
 
+def _check_bad(bad: list[bool] | None, ranks: list[int]) -> None:
+    """A ranking's per-response "fails the task" marks: one per response, and a failing response never ranks
+    above one that does the task."""
+    if bad is None:
+        return
+    if len(bad) != len(ranks) or any(not isinstance(b, bool) for b in bad):
+        raise StoreError(f"mark each of the {len(ranks)} responses as failing the task or not "
+                         f"(true / false), got {bad!r}")
+    if any(bad):
+        worst_good = max((r for r, b in zip(ranks, bad) if not b), default=0)
+        best_bad = min(r for r, b in zip(ranks, bad) if b)
+        if best_bad < worst_good:
+            raise StoreError(f"a response that fails the task (rank {best_bad}) can not rank above one that does "
+                             f"it (rank {worst_good}); rank the failing ones last")
+
+
 def printable(text: str, limit: int = 64) -> str:
     """What a stranger typed (a login name), fit for the audit trail: at most `limit` characters, controls as U+FFFD."""
     return CONTROL.sub("\ufffd", text[:limit])
@@ -434,6 +452,8 @@ class Store:
                 db.execute(f"ALTER TABLE items ADD COLUMN disagreement {real}")
             if "removed_at" not in {r[0] for r in db.execute("SELECT * FROM annotators LIMIT 0").description}:
                 db.execute(f"ALTER TABLE annotators ADD COLUMN removed_at {real}")
+            if "bad" not in {r[0] for r in db.execute("SELECT * FROM judgments LIMIT 0").description}:
+                db.execute("ALTER TABLE judgments ADD COLUMN bad TEXT")
 
     # ------------------------------------------------------------------ connection and transactions
     def _db(self):
@@ -829,11 +849,13 @@ class Store:
         return Shown(item_id, item["kind"], json.loads(item["row"]), order, [texts[c] for c in order])
 
     def submit(self, annotator: str, item_id: int, choice: str | None = None, ranks: list[int] | None = None,
-               flags: list[str] = (), correction: str | None = None) -> int:
-        """Record one judgment of an item assigned to `annotator`, in one transaction. Returns its id once durable."""
+               flags: list[str] = (), correction: str | None = None, bad: list[bool] | None = None) -> int:
+        """Record one judgment of an item assigned to `annotator`, in one transaction. Returns its id once durable.
+        `bad` (rankings only): per shown response, whether it fails the task; none of those may rank above
+        one that does not."""
         flags = sorted(set(flags))
-        if bad := [f for f in flags if f not in FLAGS]:
-            raise StoreError(f"unknown flag {printable(str(bad[0]), 40)!r}; flags are {', '.join(FLAGS)}")
+        if unknown := [f for f in flags if f not in FLAGS]:
+            raise StoreError(f"unknown flag {printable(str(unknown[0]), 40)!r}; flags are {', '.join(FLAGS)}")
         correction = clean_text(correction, "correction", MAX_CORRECTION_CHARS)
         with self._tx() as db:
             aid = self._annotator_id(db, annotator)
@@ -845,18 +867,21 @@ class Store:
                 raise StoreError(f"item {item_id} is not assigned to {annotator}; load the next item")
             order = json.loads(a["shown_order"])
             if a["kind"] == "pair":
-                if choice not in CHOICES or ranks is not None:
-                    raise StoreError(f"a pair takes a choice ({', '.join(CHOICES)}), got {choice!r}")
+                if choice not in CHOICES or ranks is not None or bad is not None:
+                    raise StoreError(f"a pair takes a choice ({', '.join(CHOICES)}), got {choice!r}"
+                                     + (" and per-response marks (both_bad says it for a pair)" if bad is not None else ""))
             else:
                 if choice is not None or ranks is None or len(ranks) != len(order) \
                         or any(not isinstance(r, int) or not 1 <= r <= len(order) for r in ranks):
                     raise StoreError(f"a ranking gives each of the {len(order)} responses a rank from 1 (best) "
                                      f"to {len(order)}, got {ranks!r}")
+                _check_bad(bad, ranks)
             try:
                 jid = db.execute(
-                    "INSERT INTO judgments (item_id, annotator_id, shown_order, choice, ranks, flags, correction, "
-                    "assigned_at, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    "INSERT INTO judgments (item_id, annotator_id, shown_order, choice, ranks, bad, flags, correction, "
+                    "assigned_at, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (item_id, aid, a["shown_order"], choice, json.dumps(ranks) if ranks is not None else None,
+                     json.dumps([bool(b) for b in bad]) if bad is not None and any(bad) else None,
                      json.dumps(flags), correction, a["assigned_at"], _now())).fetchone()[0]
             except self._integrity as e:
                 if "max_judgments" in str(e):
@@ -960,7 +985,7 @@ class Store:
         out = []
         for r in self._db().execute(sql + " ORDER BY j.id", args):
             d = dict(r)
-            for k in ("shown_order", "ranks", "flags", "candidate_ids"):
+            for k in ("shown_order", "ranks", "bad", "flags", "candidate_ids"):
                 d[k] = json.loads(d[k]) if d[k] is not None else None
             out.append(d)
         return out

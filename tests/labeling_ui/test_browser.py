@@ -58,16 +58,18 @@ def test_annotator_judges_ranks_corrects_and_is_refused_the_admin_page(tmp_path,
             re.compile(r"Saved judgment \d+ \(item \d+: a\)\. Nothing left to compare"), timeout=15_000)
         assert page.evaluate("window.__pwned") is None
 
-        # rank all 4, with a correction
+        # rank all 4, the last two marked as failing the task, with a correction
         page.get_by_role("tab", name="Rank all").click()
         expect(page.locator("#rank-resp-0 textarea")).not_to_have_value("", timeout=15_000)
         for i, r in enumerate([2, 1, 4, 3]):
             page.locator(f"#rank-{i}").get_by_label(str(r), exact=True).check()
+        for i in (2, 3):
+            page.locator(f"#rank-fails-{i} input").check()
         page.locator("#rank-correction textarea").fill("3 plus 3 is 6.")
         page.screenshot(path=str(shots / "label_rank.png"), full_page=True)
         page.locator("#btn-rank").click()
         expect(page.locator("#rank-status textarea")).to_have_value(
-            re.compile(r"Saved judgment \d+ \(item \d+: ranks \[2, 1, 4, 3\]\)"), timeout=15_000)
+            re.compile(r"Saved judgment \d+ \(item \d+: ranks \[2, 1, 4, 3\], failing \[3, 4\]\)"), timeout=15_000)
 
         # the admin page is neither shown to an annotator nor served to one
         expect(page.get_by_role("tab", name="Admin")).to_have_count(0)
@@ -81,6 +83,7 @@ def test_annotator_judges_ranks_corrects_and_is_refused_the_admin_page(tmp_path,
         mine = store.judgments("alice")
         assert [(j["kind"], j["choice"], j["flags"]) for j in mine] == [("pair", "a", ["nonsense"]), ("rank", None, [])]
         assert mine[1]["ranks"] == [2, 1, 4, 3] and mine[1]["correction"] == "3 plus 3 is 6."
+        assert mine[1]["bad"] == [False, False, True, True] and mine[0]["bad"] is None
 
         # the admin sees the dashboard
         admin = login(browser, url, "boss")

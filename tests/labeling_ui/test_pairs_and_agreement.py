@@ -19,6 +19,14 @@ def test_votes_follow_the_shown_order_and_rankings_give_one_vote_per_unequal_pai
         [(10, 11), (10, 12), (10, 13), (11, 13), (12, 13)])
 
 
+def test_a_ranking_gives_no_vote_between_two_responses_that_fail_the_task():
+    j = J("x", 1, [10, 11, 12, 13], ranks=[1, 2, 3, 4])
+    j["bad"] = [False, False, True, True]  # 12 and 13 both fail: which is less wrong is not taught
+    assert sorted(votes(j)) == sorted([(10, 11), (10, 12), (10, 13), (11, 12), (11, 13)])
+    j["bad"] = None  # a store row from before the marks, or none ticked
+    assert len(votes(j)) == 6
+
+
 def test_majority_aggregation_across_annotators_and_modes():
     js = [J("a", 1, [1, 2], "a"), J("b", 1, [2, 1], "b"), J("c", 1, [2, 1], "a"),   # 1>2, 1>2, 2>1
           J("a", 2, [3, 4], "a"), J("b", 2, [4, 3], "a"),                           # 3>4, 4>3: no majority

@@ -119,6 +119,14 @@ def test_scripted_annotators_fill_every_item_and_export_round_trips(tmp_path, ba
     store = Store(db)
     assert m["judgments_added"] == 40 * 3 and all(i["n_judged"] == 3 for i in store.items())
     assert auto.main(c, str(db), str(tmp_path / "auto"))["judgments_added"] == 0  # nothing left, nothing twice
+    # a ranking marks the responses its annotator finds under half right: they rank last and give no vote between them
+    team, prompts = dict(auto.team(c, store)), store.prompts()
+    cand_text = {cand["id"]: cand["text"] for cand in store.candidates()}
+    ranked = [j for j in store.judgments() if j["kind"] == "rank"]
+    for j in ranked:
+        fails = [team[j["annotator"]].fails(prompts[j["prompt_id"]], cand_text[cid]) for cid in j["shown_order"]]
+        assert j["bad"] == (fails if any(fails) else None)
+    assert any(j["bad"] for j in ranked) and any(not all(j["bad"] or [False]) for j in ranked)
 
     out = tmp_path / "prefs"
     metrics = export.main(c, str(db), str(out))

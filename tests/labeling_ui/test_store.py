@@ -84,6 +84,33 @@ def test_submit_validates_and_a_refused_submit_changes_nothing(store):
         store.submit("alice", shown.item_id, choice="a")
 
 
+def test_a_ranking_marks_responses_that_fail_the_task_and_ranks_them_last(store):
+    shown = store.next_item("alice", "rank")
+    pair = store.next_item("alice", "pair")
+    for bad, ranks, msg in [([True, False], [1, 2, 3, 4], "mark each of the 4 responses"),
+                            ([1, 0, 0, 0], [4, 1, 2, 3], "mark each of the 4 responses"),
+                            ([True, False, False, False], [1, 2, 3, 4], r"fails the task \(rank 1\) can not rank above one "
+                                                                        r"that does it \(rank 4\); rank the failing ones last")]:
+        with pytest.raises(StoreError, match=msg):
+            store.submit("alice", shown.item_id, ranks=ranks, bad=bad)
+    with pytest.raises(StoreError, match="both_bad says it for a pair"):
+        store.submit("alice", pair.item_id, choice="a", bad=[True, False])
+    assert store.counts()["judgments"] == 0
+    store.submit("alice", shown.item_id, ranks=[4, 1, 2, 2], bad=[True, False, False, False])
+    store.submit("alice", pair.item_id, choice="a", bad=None)
+    assert [j["bad"] for j in store.judgments("alice")] == [[True, False, False, False], None]
+
+
+def test_a_store_from_before_the_marks_gains_the_column_and_keeps_its_judgments(label_db):
+    store = fill_store(label_db, n_prompts=2, overlap=1)  # p001 is a ranking
+    shown = store.next_item("alice", "rank")
+    store.submit("alice", shown.item_id, ranks=list(range(1, len(shown.texts) + 1)))
+    raw_sql(store).execute("ALTER TABLE judgments DROP COLUMN bad")  # as a store written before the column existed
+    store.close()
+    reopened = Store(label_db)
+    assert [(j["ranks"], j["bad"]) for j in reopened.judgments("alice")] == [([1, 2, 3, 4], None)]
+
+
 def test_an_expired_lease_can_not_push_an_item_over_its_overlap(label_db):
     store = fill_store(label_db, n_prompts=1, overlap=2)
     store.lease_s = 0.05
