@@ -66,7 +66,7 @@ class Numerics:
     loss_gap: dict[str, float] = field(default_factory=dict)      # max relative loss difference from fp32
     eligible: list[str] = field(default_factory=list)
     attention: str = ""                # under bf16 on a CPU: how attention runs (ATTENTION)
-    attention_ms: dict[str, float] = field(default_factory=dict)  # its probe: ms per forward + backward
+    attention_ms: dict[str, float] = field(default_factory=dict)  # its race: ms per probe step, per kind
     probe_s: float = 0.0
 
     @property
@@ -167,9 +167,8 @@ def attention_probe(config) -> dict[str, float]:
     """Milliseconds per step of the bf16 probe model (`probe`) with each ATTENTION kind. Measured in a
     whole step, not as a lone kernel: alone at this shape transformers' eager attention lost to fp32 SDPA
     (3.1-3.9 against 2.4-2.6 ms), in the model's step it won."""
-    seq = min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ + 1) - 1)
     raced = _race({kind: ("bf16", kind) for kind in ATTENTION}, config, padded=True)
-    return {kind: 1000 * PROBE_ROWS * seq / rate for kind, (rate, _) in raced.items()}
+    return {kind: 1000 * PROBE_ROWS * _probe_seq(config) / rate for kind, (rate, _) in raced.items()}
 
 
 def decide_attention(ms: dict[str, float]) -> str:
@@ -184,15 +183,20 @@ def probe(paths: list[str], config, attention: str = "bf16") -> dict[str, tuple[
     return _race({path: (path, attention) for path in paths}, config)
 
 
+def _probe_seq(config) -> int:
+    return min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ + 1) - 1)
+
+
 def _race(setups: dict[str, tuple[str, str]], config, padded: bool = False) -> dict[str, tuple[float, list[float]]]:
     """Per setup name, (path, attention kind) -> (tokens/s, loss per step) of the probe model. The setups
     take turns step by step and each keeps its fastest step, so a busy neighbour on a shared machine slows
     them alike instead of deciding the race."""
     from core.onednn import use_onednn_linear
-    seq = min(PROBE_SEQ, getattr(config, "max_position_embeddings", PROBE_SEQ + 1) - 1)
+    seq = _probe_seq(config)
     ids = torch.randint(0, config.vocab_size, (PROBE_ROWS, seq + 1), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones(PROBE_ROWS, seq, dtype=torch.long)
+    mask = None
     if padded:  # as the chat stages' batches are: every other row left-padded by a quarter
+        mask = torch.ones(PROBE_ROWS, seq, dtype=torch.long)
         mask[::2, : seq // 4] = 0
     runs = {}
     for name, (path, attention) in setups.items():
@@ -206,7 +210,7 @@ def _race(setups: dict[str, tuple[str, str]], config, padded: bool = False) -> d
         for path, model, opt, losses, times in runs.values():
             t = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path == "bf16"):
-                logits = model(input_ids=ids[:, :-1], attention_mask=mask if padded else None).logits
+                logits = model(input_ids=ids[:, :-1], attention_mask=mask).logits
             loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
             loss.backward()
             opt.step()
@@ -279,7 +283,8 @@ def choose(requested: str, config) -> Numerics:
     if not hit:
         entry = dict(entry)
         if "attention_ms" in needed:
-            ms = mean_over_ranks(*(attention_probe(config)[k] for k in ATTENTION))
+            measured_ms = attention_probe(config)
+            ms = mean_over_ranks(*(measured_ms[k] for k in ATTENTION))
             entry["attention_ms"] = {k: round(x, 2) for k, x in zip(ATTENTION, ms)}
         if "tokens_per_s" in needed:
             measured = probe(paths, config, decide_attention(entry["attention_ms"]) if "bf16" in paths else "bf16")

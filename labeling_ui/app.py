@@ -169,8 +169,7 @@ def build_app(store: Store, cfg: LabelConfig, export_out: str | None = None, db_
         try:
             if shown_n == 0:
                 raise StoreError("give every response a rank (1 = best)")
-            jid = store.submit(name, item_id, ranks=given, flags=flags or [], correction=correction,
-                               bad=bad if any(bad) else None)
+            jid = store.submit(name, item_id, ranks=given, flags=flags or [], correction=correction, bad=bad)
         except StoreError as e:
             return [*keep, flags, correction, f"Not saved: {e}"]
         nxt = next_rank(name)

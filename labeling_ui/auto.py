@@ -66,9 +66,8 @@ def judge(annotator: ScriptedAnnotator, shown, rng: random.Random, correction_ra
     correction = prompt.get("reference") if all_wrong and rng.random() < correction_rate else None
     if shown.kind == "pair":
         return {"choice": annotator.compare(prompt, texts[0], texts[1]), "flags": flags, "correction": correction}
-    bad = [annotator.fails(prompt, t) for t in texts]
-    return {"ranks": annotator.rank(prompt, texts), "bad": bad if any(bad) else None, "flags": flags,
-            "correction": correction}
+    return {"ranks": annotator.rank(prompt, texts), "bad": [annotator.fails(prompt, t) for t in texts],
+            "flags": flags, "correction": correction}
 
 
 def model_judge(judge, shown) -> dict:

@@ -852,7 +852,7 @@ class Store:
                flags: list[str] = (), correction: str | None = None, bad: list[bool] | None = None) -> int:
         """Record one judgment of an item assigned to `annotator`, in one transaction. Returns its id once durable.
         `bad` (rankings only): per shown response, whether it fails the task; none of those may rank above
-        one that does not."""
+        one that does not. None ticked is stored as no marks (NULL)."""
         flags = sorted(set(flags))
         if unknown := [f for f in flags if f not in FLAGS]:
             raise StoreError(f"unknown flag {printable(str(unknown[0]), 40)!r}; flags are {', '.join(FLAGS)}")
