@@ -256,32 +256,37 @@ def score_answers(prompts: list[dict], answers: list[str], judge: ScriptedAnnota
 
 
 def compare_answers(prompts: list[dict], a: list[str], b: list[str], judge: ScriptedAnnotator | None = None,
-                    n_boot: int = 2000, seed: int = 0, lengths: tuple[list[int], list[int]] | None = None) -> dict:
+                    n_boot: int = 2000, seed: int = 0, lengths: tuple[list[int], list[int]] | None = None,
+                    samples: int = 1) -> dict:
     """How often answer a beats answer b on the same prompt (ties count half), with a 95 % bootstrap CI
     over prompts, a's losses split by cause (capability / preference), and each side's correct rate. With the
     answers' `lengths` (tokens of a, of b) also the length-controlled win rate (core.judges.length_controlled),
-    and whether the correct rates differ beyond chance (core.judges.paired_change)."""
+    and whether the correct rates differ beyond chance (core.judges.paired_change). With `samples` answers per
+    prompt, a and b hold them sample-major (answer j to prompt i at j * len(prompts) + i) and each is judged
+    against the other side's answer of the same index; rates are over every answer, the CI and the test over prompts."""
     judge = judge or ScriptedAnnotator()
     from core.judges import paired_change, pairwise, win_rate
-    verdicts = [judge.verdict(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
+    every = prompts * samples
+    verdicts = [judge.verdict(p, x, y) for p, x, y in zip(every, a, b, strict=True)]
     n, outcomes = len(verdicts), [v for v, _ in verdicts]
-    right_a = [judge.is_correct(p, x) for p, x in zip(prompts, a)]
-    right_b = [judge.is_correct(p, y) for p, y in zip(prompts, b)]
-    return {**(pairwise(outcomes, *lengths, n_boot, seed) if lengths else win_rate(outcomes, n_boot, seed)),
+    right_a = [judge.is_correct(p, x) for p, x in zip(every, a)]
+    right_b = [judge.is_correct(p, y) for p, y in zip(every, b)]
+    return {**(pairwise(outcomes, *lengths, n_boot, seed, samples) if lengths else win_rate(outcomes, n_boot, seed, samples)),
             # a's losses by cause: the task failed, or done but worse by style (what preference learning can fix)
             "losses_capability": sum(why == "capability" for _, why in verdicts),
             "losses_preference": sum(why == "preference" for _, why in verdicts),
             "correct_a": round(sum(right_a) / n, 3), "correct_b": round(sum(right_b) / n, 3),
-            **paired_change(right_a, right_b)}
+            **paired_change(right_a, right_b, samples)}
 
 
 def losses_to_reference(prompts: list[dict], answers: list[str], judge: ScriptedAnnotator | None = None) -> dict:
     """How often each answer loses to the prompt's best answer (`reference`), by cause: capability (the task
-    failed) or preference (done, but worse by the rubric's style)."""
+    failed) or preference (done, but worse by the rubric's style). Several answers per prompt: `prompts`
+    repeated to match, and `answers` says how many were judged."""
     judge = judge or ScriptedAnnotator()
     why = [judge.verdict(p, a, p["reference"])[1] for p, a in zip(prompts, answers, strict=True)]
     return {"losses": sum(bool(w) for w in why), "losses_capability": why.count("capability"),
-            "losses_preference": why.count("preference")}
+            "losses_preference": why.count("preference"), "answers": len(why)}
 
 
 def distinct_rate(answers: list[str]) -> float:

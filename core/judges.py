@@ -227,28 +227,43 @@ def length_controlled(outcomes: list[float], len_a: list[int], len_b: list[int],
     return round(1 / (1 + math.exp(-w0)), 3)
 
 
-def win_rate(outcomes: list[float], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Mean outcome (ties half) with a 95 % bootstrap CI over prompts, and the counts."""
-    n = len(outcomes)
+def win_rate(outcomes: list[float], n_boot: int = 2000, seed: int = 0, samples: int = 1) -> dict:
+    """Mean outcome (ties half) with a 95 % bootstrap CI over prompts, and the counts. With `samples` answers per
+    prompt (sample-major: prompt i's j-th answer at j * prompts + i) the CI resamples prompts, each with all its
+    answers; the counts are over every answer."""
+    n = _prompts(outcomes, samples)
+    per_prompt = torch.tensor(outcomes, dtype=torch.float64).view(samples, n).mean(0)
     gen = torch.Generator().manual_seed(seed)
-    resampled = torch.tensor(outcomes, dtype=torch.float64)[torch.randint(n, (n_boot, n), generator=gen)]
-    boots = resampled.mean(1).sort().values.tolist()  # one tensor op: a Python loop took ~0.3 s per call
-    return {"n": n, "win_rate": round(sum(outcomes) / n, 3),
+    boots = per_prompt[torch.randint(n, (n_boot, n), generator=gen)].mean(1).sort().values.tolist()  # one tensor op
+    return {"n": n, "answers_per_prompt": samples, "win_rate": round(sum(outcomes) / len(outcomes), 3),
             "ci95": [round(boots[int(0.025 * n_boot)], 3), round(boots[int(0.975 * n_boot) - 1], 3)],
             "wins": outcomes.count(1.0), "ties": outcomes.count(0.5), "losses": outcomes.count(0.0)}
 
 
-def pairwise(outcomes: list[float], len_a: list[int], len_b: list[int], n_boot: int = 2000, seed: int = 0) -> dict:
+def _prompts(answers: list, samples: int) -> int:
+    if samples < 1 or len(answers) % samples:
+        raise ValueError(f"{len(answers)} outcomes are not {samples} per prompt")
+    return len(answers) // samples
+
+
+def pairwise(outcomes: list[float], len_a: list[int], len_b: list[int], n_boot: int = 2000, seed: int = 0,
+             samples: int = 1) -> dict:
     """`win_rate` and its length-controlled twin."""
-    return {**win_rate(outcomes, n_boot, seed), "length_controlled_win_rate": length_controlled(outcomes, len_a, len_b)}
+    return {**win_rate(outcomes, n_boot, seed, samples),
+            "length_controlled_win_rate": length_controlled(outcomes, len_a, len_b)}
 
 
-def paired_change(a_right: list[bool], b_right: list[bool]) -> dict:
-    """Did a's correct rate really move from b's on the same prompts? The prompts only one side gets right, each
-    way, and the two-sided exact McNemar p-value (a sign test on those prompts): where one task sits near chance
-    (story lookups), both sides flip answers at random and a 1-2 point difference is often just that."""
-    only_a = sum(x and not y for x, y in zip(a_right, b_right, strict=True))
-    only_b = sum(y and not x for x, y in zip(a_right, b_right))
+def paired_change(a_right: list[bool], b_right: list[bool], samples: int = 1) -> dict:
+    """Did a's correct rate really move from b's on the same prompts? The prompts a gets right more often than
+    b, and the other way round, and the two-sided exact sign test on those prompts (with one answer per prompt:
+    McNemar's test): where one task sits near chance (story lookups), both sides flip answers at random and a
+    1-2 point difference is often just that. With `samples` answers per prompt (sample-major) a prompt counts
+    by its mean, so the test stays one vote per prompt."""
+    n = _prompts(a_right, samples)
+    if len(b_right) != len(a_right):
+        raise ValueError(f"{len(a_right)} answers against {len(b_right)}")
+    diff = [sum(a_right[j * n + i] - b_right[j * n + i] for j in range(samples)) for i in range(n)]
+    only_a, only_b = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
     n, k = only_a + only_b, min(only_a, only_b)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
     return {"correct_only_a": only_a, "correct_only_b": only_b, "correct_change_p": round(p, 3)}

@@ -125,8 +125,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     if cfg.lora.enabled:
         policy, merge_diff = merge_lora(policy, tokenizer)
     save_checkpoint(policy, tokenizer, stage.model)
-    effect = policy_vs_reference(policy.eval(), reference, tokenizer, prompts, cfg.eval.temperatures,
-                                 cfg.eval.max_new_tokens, cfg.seed)
+    effect = policy_vs_reference(policy.eval(), reference, tokenizer, prompts, cfg.eval, cfg.seed)
     implicit = accuracy_report(test_rows, implicit_pair_scores(policy, reference, tokenizer.pad_token_id, test_ids,
                                                                cfg.beta)) if test_rows else None
     metrics = {

@@ -11,7 +11,8 @@ Writes: <out>/metrics.json (every figure, and the answers the report shows), rep
         config.yaml, DONE (last)
 
 Every model answers the same held-out prompts (the world's, or --prompts mapped by prompt_source) at
-each decoding of `temperatures`, with the same seeds. Against the SFT policy's answers the judge
+each decoding of `temperatures`, with the same seeds; `answers_per_prompt` times when sampling, each answer
+judged against SFT's of the same seed. Against the SFT policy's answers the judge
 (core.judges: scripted, reward_model or llm) gives a win rate (ties count half, 95 % bootstrap CI)
 and a length-controlled one; on world prompts also per task, next to the ceiling a perfect policy
 would reach (the world's reference answers against SFT), and the judge's agreement with the
@@ -33,10 +34,10 @@ import torch
 
 from core.annotator import ScriptedAnnotator, compare_answers, distinct_rate, first_per_task, losses_to_reference
 from core.artifacts import StageDir, write_json
-from core.compare import kl_to_reference
+from core.compare import kl_to_reference, sample_answers
 from core.config import UserError, cli
 from core.data import PromptSource, fit_prompts, load_preferences, load_prompts, load_rows
-from core.generation import Decoding, chat, completion_logprobs
+from core.generation import Decoding, completion_logprobs
 from core.judges import JudgeSettings, agreement, is_world_prompt, make_judge, pairwise, win_rate
 from core.model import context_length, load_causal_lm, to_inference_device
 from core.tokenizer import load_tokenizer
@@ -52,6 +53,7 @@ class EvalConfig:
     skip_per_task: int = 0             # > 0: the next prompts of each task instead (a sample no setting was chosen on)
     temperatures: list[float] = field(default_factory=lambda: [0.7, 0.0])   # 0 = greedy
     max_new_tokens: int = 64
+    answers_per_prompt: int = 4        # sampled answers per prompt at temperature > 0 (greedy: one); core/compare.py
     perplexity_docs: int = 200         # held-out corpus documents for perplexity
     samples: int = 6                   # prompts in the side-by-side table
     bootstrap: int = 2000
@@ -59,8 +61,10 @@ class EvalConfig:
     prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
 
     def validate(self) -> None:
-        if self.per_task < 1 or not self.temperatures or self.samples < 0 or self.perplexity_docs < 1:
-            raise UserError("eval: need per_task >= 1, at least one temperature, samples >= 0, perplexity_docs >= 1")
+        if (self.per_task < 1 or not self.temperatures or self.samples < 0 or self.perplexity_docs < 1
+                or self.answers_per_prompt < 1):
+            raise UserError("eval: need per_task >= 1, at least one temperature, samples >= 0, perplexity_docs >= 1, "
+                            "answers_per_prompt >= 1")
 
 
 # ---------------------------------------------------------------- measures (pure or model-in, numbers-out)
@@ -102,13 +106,15 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
     torch.set_num_threads(os.cpu_count())
 
     decodings = [Decoding(t, max_new_tokens=cfg.max_new_tokens) for t in cfg.temperatures]
-    convs = [p["messages"] for p in prompts]
+    # answers per prompt (sample-major: answer j to prompt i at j * n + i); rates are over all, CIs over prompts
+    per = {str(d): cfg.answers_per_prompt if d.temperature > 0 else 1 for d in decodings}
+    convs, n = [p["messages"] for p in prompts], len(prompts)
 
     def load(name: str):
         return to_inference_device(load_causal_lm(present[name] / "model").eval())
 
     def answer(m) -> dict:
-        return {str(d): chat(m, tok, convs, d, seed=cfg.seed) for d in decodings}
+        return {str(d): sample_answers(m, tok, convs, d, cfg.seed, per[str(d)]) for d in decodings}
 
     sft = load("sft")  # every model is compared with it; the others are loaded one at a time (memory at gpu scale)
     answers = {"sft": answer(sft)}
@@ -126,31 +132,36 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
             answers[name] = answer(m)
         r = {"decodings": {}}
         for d in decodings:
-            comps, ref = answers[name][str(d)], answers["sft"][str(d)]
-            texts = [c.text for c in comps]
+            comps, ref, k = answers[name][str(d)], answers["sft"][str(d)], per[str(d)]
+            texts, every = [c.text for c in comps], prompts * k
+            # distinct: over one answer per prompt (repeated samples of a short answer are not a collapse)
             entry = {"mean_tokens": round(sum(len(c.token_ids) for c in comps) / len(comps), 1),
                      "eos_rate": round(sum(c.finished for c in comps) / len(comps), 3),
-                     "distinct_answers": distinct_rate(texts), "distinct_1": distinct_n(texts, 1),
-                     "distinct_2": distinct_n(texts, 2)}
+                     "answers_per_prompt": k, "distinct_answers": distinct_rate(texts[:n]),
+                     "distinct_1": distinct_n(texts[:n], 1), "distinct_2": distinct_n(texts[:n], 2)}
             if world_prompts:
-                entry["correct"] = round(sum(scripted.is_correct(p, t) for p, t in zip(prompts, texts)) / len(prompts), 3)
-                entry["correct_by_task"] = {t: round(sum(scripted.is_correct(p, x) for p, x in zip(prompts, texts)
-                                                         if p["task"] == t) / sum(p["task"] == t for p in prompts), 3)
+                entry["correct"] = round(sum(scripted.is_correct(p, t) for p, t in zip(every, texts)) / len(texts), 3)
+                entry["correct_by_task"] = {t: round(sum(scripted.is_correct(p, x) for p, x in zip(every, texts)
+                                                         if p["task"] == t) / sum(p["task"] == t for p in every), 3)
                                             for t in tasks}
                 # Where the model loses to the best answer: the task failed (capability) or done worse (preference).
-                entry["losses_to_reference"] = losses_to_reference(prompts, texts, scripted)
+                entry["losses_to_reference"] = losses_to_reference(every, texts, scripted)
             if name != "sft":
-                entry["vs_sft"] = pairwise(judge.compare(prompts, texts, [c.text for c in ref]),
+                entry["vs_sft"] = pairwise(judge.compare(every, texts, [c.text for c in ref]),
                                            [len(c.token_ids) for c in comps], [len(c.token_ids) for c in ref],
-                                           cfg.bootstrap, cfg.seed)
+                                           cfg.bootstrap, cfg.seed, k)
                 if cfg.judge.kind == "scripted":
-                    entry["vs_sft_by_task"] = {t: compare_answers(*zip(*[(p, x, y.text) for p, x, y in zip(prompts, texts, ref)
-                                                                         if p["task"] == t]), scripted, cfg.bootstrap, cfg.seed)
-                                               for t in tasks}
+                    entry["vs_sft_by_task"] = {}
+                    for t in tasks:
+                        idx = [i for i, p in enumerate(prompts) if p["task"] == t]
+                        pick = [j * n + i for j in range(k) for i in idx]
+                        entry["vs_sft_by_task"][t] = compare_answers([prompts[i] for i in idx], [texts[i] for i in pick],
+                                                                     [ref[i].text for i in pick], scripted,
+                                                                     cfg.bootstrap, cfg.seed, samples=k)
             r["decodings"][str(d)] = entry
         if rm is not None:
             scores = reward_scores(rm, rm_tok, [c + [{"role": "assistant", "content": a.text}]
-                                               for c, a in zip(convs, answers[name][first])])
+                                               for c, a in zip(convs * per[first], answers[name][first])])
             r["reward_score"] = round(sum(scores) / len(scores), 3)
         r["kl_to_sft"] = kl_to_reference(m, sft, tok, prompts, cfg.max_new_tokens, cfg.seed)
         r["heldout_perplexity"] = corpus_perplexity(m, tok, docs, m.config.max_position_embeddings)
@@ -158,8 +169,9 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
         del m  # before the next one is loaded
     del sft
     models = list(present)
-    ceiling = {str(d): win_rate(judge.compare(prompts, [p["reference"] for p in prompts],
-                                              [c.text for c in answers["sft"][str(d)]]), cfg.bootstrap)["win_rate"]
+    ceiling = {str(d): win_rate(judge.compare(prompts * per[str(d)], [p["reference"] for p in prompts] * per[str(d)],
+                                              [c.text for c in answers["sft"][str(d)]]), cfg.bootstrap,
+                                samples=per[str(d)])["win_rate"]
                for d in decodings} if world_prompts else {}
     held_out_pairs = runs_dir / "prefs" / "test.jsonl"
     judge_agreement = agreement(judge, {p["id"]: p for p in load_rows(world_dir / "prompts_train.jsonl")},

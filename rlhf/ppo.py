@@ -254,8 +254,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     writer.close()
 
     save_checkpoint(sampler, tok, stage.model)
-    effect = policy_vs_reference(sampler.eval(), reference, tok, eval_prompts, cfg.eval.temperatures,
-                                 cfg.eval.max_new_tokens, cfg.seed)
+    effect = policy_vs_reference(sampler.eval(), reference, tok, eval_prompts, cfg.eval, cfg.seed)
     metrics = {"steps_completed": len(history), "guard": guard, "train_s": round(train_s, 1),
                "samples_per_s": round(len(history) * p.rollout_batch * world / train_s, 2) if history else None,
                "history": history, "vs_sft": effect, "numerics": numerics.record(), "distributed": distributed}

@@ -192,6 +192,7 @@ def pct(x: float | None) -> str:
 def _loss_split(losses: dict | None, n: int) -> str:
     if not losses:
         return ""
+    n = losses.get("answers", n)  # answers judged (several per prompt when sampled); older metrics: one per prompt
     return f"{pct(losses['losses_capability'] / n)} / {pct(losses['losses_preference'] / n)}"
 
 
@@ -239,8 +240,8 @@ def verdict(metrics: dict) -> str:
         text += f". The ceiling (the reference answers against SFT) is {pct(metrics['ceiling'][first])}"
     losses = per_model.get("sft", {}).get("decodings", {}).get(first, {}).get("losses_to_reference")
     if losses:
-        n = metrics["prompts"]
-        text += (f"; SFT lost to the reference on {pct(losses['losses_capability'] / n)} of prompts for capability "
+        n = losses.get("answers", metrics["prompts"])
+        text += (f"; SFT lost to the reference on {pct(losses['losses_capability'] / n)} of its answers for capability "
                  f"(the task failed) and on {pct(losses['losses_preference'] / n)} for preference (done, but worse by "
                  "the rubric's style)")
     return text + "."

@@ -97,8 +97,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     logged = [h for h in trainer.state.log_history if "reward" in h]
 
     save_checkpoint(trainer.model, tok, stage.model)
-    effect = policy_vs_reference(trainer.model.eval(), reference, tok, eval_prompts, cfg.eval.temperatures,
-                                 cfg.eval.max_new_tokens, cfg.seed)
+    effect = policy_vs_reference(trainer.model.eval(), reference, tok, eval_prompts, cfg.eval, cfg.seed)
     metrics = {"method": cfg.method, "prompts": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
                "train_runtime_s": round(result.metrics["train_runtime"], 2),
                "reward_first_logged": round(logged[0]["reward"], 4) if logged else None,

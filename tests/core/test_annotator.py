@@ -168,7 +168,7 @@ def test_losses_to_reference_count_by_cause():
         {**ARITH, "reference": "3 plus 4 is 7. I hope that helps with your sums."}
     r = losses_to_reference([qa, ar, qa], ["Tom went to the beach.", "3 plus 4 is 7. By the way, snow is cold.",
                                            qa["reference"]])
-    assert r == {"losses": 2, "losses_capability": 1, "losses_preference": 1}
+    assert r == {"losses": 2, "losses_capability": 1, "losses_preference": 1, "answers": 3}
 
 
 def test_pair_kind_says_what_a_pair_tells_apart():

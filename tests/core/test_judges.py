@@ -6,7 +6,7 @@ import pytest
 from core.config import UserError
 from core.data import load_rows
 from core.judges import (JudgeSettings, LLMJudge, agreement, choice, length_controlled, make_judge, paired_change,
-                         pairwise, parse_verdict, rank)
+                         pairwise, parse_verdict, rank, win_rate)
 
 
 @pytest.mark.parametrize("reply, verdict", [("A", "A"), ("b", "B"), ("Response B.", "B"), ("**A** is better", "A"),
@@ -49,6 +49,23 @@ def test_paired_change_counts_one_sided_prompts_and_gives_the_exact_sign_test():
     # 0 vs 10 one-sided prompts: 2 / 2^10; no disagreement at all: p 1.
     assert paired_change([False] * 10, [True] * 10)["correct_change_p"] == pytest.approx(0.002, abs=1e-3)
     assert paired_change([True, False], [True, False])["correct_change_p"] == 1.0
+
+
+def test_several_answers_per_prompt_count_every_answer_but_resample_and_test_prompts():
+    # 3 prompts, 2 answers each (sample-major): prompt 0 wins twice, prompt 1 wins once and loses once, prompt 2 ties
+    out = [1.0, 1.0, 0.5, 1.0, 0.0, 0.5]
+    r = win_rate(out, n_boot=500, samples=2)
+    assert (r["n"], r["answers_per_prompt"], r["wins"], r["ties"], r["losses"]) == (3, 2, 3, 2, 1)
+    assert r["win_rate"] == 0.667 and 0.5 <= r["ci95"][0] <= r["ci95"][1] <= 1.0  # per-prompt means 1, 0.5, 0.5
+    assert win_rate(out, n_boot=500) == {**win_rate(out, n_boot=500, samples=1)}  # one answer each: as before
+    assert win_rate(out, n_boot=500)["n"] == 6
+    # correctness: a prompt counts once, by its answers' mean; a's 2 of 2 against b's 1 of 2 is one prompt for a
+    a = [True, True, False, True, False, False]   # per prompt: 2, 1, 0 of 2
+    b = [False, False, False, True, True, False]  # per prompt: 1, 1, 0 of 2
+    r = paired_change(a, b, samples=2)
+    assert (r["correct_only_a"], r["correct_only_b"]) == (1, 0) and r["correct_change_p"] == 1.0
+    with pytest.raises(ValueError, match="not 2 per prompt"):
+        win_rate(out[:5], samples=2)
 
 
 def test_scripted_judge_only_for_world_prompts(world_dir):

@@ -63,16 +63,38 @@ def test_kl_of_a_policy_to_itself_is_zero(base_model_dir, world_dir):
 
 
 def test_effect_report_states_the_ceiling_a_perfect_policy_would_reach(base_model_dir, world_dir):
-    from core.compare import policy_vs_reference
+    from core.compare import EvalSettings, policy_vs_reference
     from core.data import load_rows
     from core.model import load_causal_lm
     from core.tokenizer import load_tokenizer
     model, tok = load_causal_lm(base_model_dir), load_tokenizer(base_model_dir)
     prompts = load_rows(world_dir / "prompts_heldout.jsonl")[:6]
-    r = policy_vs_reference(model, model, tok, prompts, [0.0], max_new_tokens=6)["greedy, max_new_tokens=6"]
+    settings = EvalSettings(temperatures=[0.0, 0.7], max_new_tokens=6, answers_per_prompt=3)
+    report = policy_vs_reference(model, model, tok, prompts, settings)
+    r = report["greedy, max_new_tokens=6"]
     # the same policy ties itself everywhere; the references beat an untrained model's answers everywhere
     assert (r["win_rate"], r["ties"]) == (0.5, 6) and r["ceiling"] == 1.0 and r["headroom_used"] == 0.0
     assert r["length_controlled_win_rate"] == 0.5  # the same lengths: nothing to regress out
+    # sampled: three answers per prompt, each against the other side's answer of the same seed (here itself)
+    s = report["temperature=0.7, max_new_tokens=6"]
+    assert (s["n"], s["answers_per_prompt"], s["ties"], s["win_rate"]) == (6, 3, 18, 0.5)
+    assert s["policy_losses_to_best"]["answers"] == 18 and s["correct_only_a"] == s["correct_only_b"] == 0
+
+
+def test_sampled_answers_are_sample_major_and_the_first_is_a_one_answer_runs(base_model_dir, world_dir):
+    from core.compare import sample_answers
+    from core.data import load_rows
+    from core.generation import Decoding, chat
+    from core.model import load_causal_lm
+    from core.tokenizer import load_tokenizer
+    model, tok = load_causal_lm(base_model_dir), load_tokenizer(base_model_dir)
+    convs = [p["messages"] for p in load_rows(world_dir / "prompts_heldout.jsonl")[:4]]
+    hot = Decoding(1.0, max_new_tokens=6)
+    many = sample_answers(model, tok, convs, hot, seed=3, answers_per_prompt=3)
+    one = chat(model, tok, convs, hot, seed=3)
+    assert len(many) == 12 and [c.token_ids for c in many[:4]] == [c.token_ids for c in one]
+    assert [c.token_ids for c in many[4:]] != [c.token_ids for c in many[:4]]  # other seeds, other answers
+    assert len(sample_answers(model, tok, convs, Decoding(max_new_tokens=6), answers_per_prompt=3)) == 4  # greedy: one
 
 
 def test_a_win_that_is_only_shorter_answers_is_taken_out_by_the_length_control():

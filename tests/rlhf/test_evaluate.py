@@ -116,9 +116,10 @@ def test_report_on_outside_prompts_with_a_reward_model_judge(tmp_path, base_mode
     cfg = load_config(evaluate.EvalConfig, None, over + ["judge.kind=reward_model", f"judge.path={rm}"])
     m = evaluate.main(cfg, str(runs), str(world_dir), str(tmp_path / "eval"), prompts=str(own))
     assert m["prompts"] == 3 and m["ceiling"] == {} and m["judge"]["kind"] == "reward_model"
-    for d in m["per_model"]["dpo"]["decodings"].values():
-        w = d["vs_sft"]
-        assert w["n"] == 3 and w["wins"] + w["ties"] + w["losses"] == 3 and 0 <= w["length_controlled_win_rate"] <= 1
+    for name, d in m["per_model"]["dpo"]["decodings"].items():
+        w, k = d["vs_sft"], 1 if name.startswith("greedy") else 4  # sampled: 4 answers per prompt by default
+        assert w["n"] == 3 and w["answers_per_prompt"] == d["answers_per_prompt"] == k
+        assert w["wins"] + w["ties"] + w["losses"] == 3 * k and 0 <= w["length_controlled_win_rate"] <= 1
         assert "correct" not in d and "vs_sft_by_task" not in d
     assert m["per_model"]["base"]["decodings"]["greedy, max_new_tokens=6"]["vs_sft"]["ties"] == 3  # same weights
     report = (tmp_path / "eval" / "report.md").read_text()
@@ -151,7 +152,7 @@ def test_the_report_opens_with_one_sentence_that_answers_with_the_numbers(wins, 
     w, lo, hi = wins[best]
     assert f"{best.upper()} won {report.pct(w)} ({100 * lo:.1f}-{100 * hi:.1f})" in text
     assert "ceiling (the reference answers against SFT) is 90.0 %" in text
-    assert "15.0 % of prompts for capability" in text and "60.0 % for preference" in text
+    assert "15.0 % of its answers for capability" in text and "60.0 % for preference" in text
     assert text.count(".") >= 1 and "\n" not in text
 
 
