@@ -72,14 +72,23 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    layers: list[int] = field(default_factory=list)   # decoder layers to adapt, counted from 0; [] = all
+
+    def validate(self) -> None:
+        if any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise UserError(f"lora.layers must be distinct layer indices >= 0 (or [] for all), got {self.layers}")
 
 
-def lora_config(cfg: LoraSettings, task_type: str = "CAUSAL_LM"):
+def lora_config(cfg: LoraSettings, num_layers: int, task_type: str = "CAUSAL_LM"):
+    """peft's LoraConfig for a model with `num_layers` decoder layers, or None for full fine-tuning."""
     if not cfg.enabled:
         return None
+    if cfg.layers and max(cfg.layers) >= num_layers:
+        raise UserError(f"lora.layers {cfg.layers}: the model has {num_layers} decoder layers (0-{num_layers - 1}); "
+                        "pick among those, or [] for all")
     from peft import LoraConfig
-    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), task_type=task_type)
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+                      layers_to_transform=list(cfg.layers) or None, task_type=task_type)
 
 
 def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:

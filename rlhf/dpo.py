@@ -110,7 +110,8 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         trainer = DPOTrainer(model=policy, ref_model=None, args=args, processing_class=tokenizer,
                              train_dataset=preference_dataset(tokenizer, rows),
-                             peft_config=lora_config(cfg.lora), callbacks=[TensorBoardCallback(writer)])
+                             peft_config=lora_config(cfg.lora, policy.config.num_hidden_layers),
+                             callbacks=[TensorBoardCallback(writer)])
         last = last_checkpoint(stage.checkpoints)
         if last:
             print(f"resuming from {last}")

@@ -130,7 +130,7 @@ def build_trainer(cfg: SFTStageConfig, policy, tokenizer, rows: list[dict], held
     from trl import SFTTrainer
     return SFTTrainer(model=policy, args=trainer_args(cfg, out, "messages" in rows[0], bf16), processing_class=tokenizer,
                       train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(heldout),
-                      peft_config=lora_config(cfg.lora), callbacks=list(callbacks))
+                      peft_config=lora_config(cfg.lora, policy.config.num_hidden_layers), callbacks=list(callbacks))
 
 
 def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: str,

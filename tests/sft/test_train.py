@@ -99,7 +99,8 @@ def test_lora_run_saves_a_merged_plain_model_equal_to_the_adapter(world_dir, bas
 def test_merge_lora_matches_adapter_outputs(base_model_dir, tokenizer):
     from peft import get_peft_model
     model = AutoModelForCausalLM.from_pretrained(base_model_dir)
-    peft_model = get_peft_model(model, st.lora_config(config("lora.enabled=true", "lora.r=4").lora))
+    peft_model = get_peft_model(model, st.lora_config(config("lora.enabled=true", "lora.r=4").lora,
+                                                      model.config.num_hidden_layers))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:  # B starts at zero; give the adapter a real effect
@@ -109,6 +110,20 @@ def test_merge_lora_matches_adapter_outputs(base_model_dir, tokenizer):
     plain = AutoModelForCausalLM.from_pretrained(base_model_dir)
     x = torch.tensor([[tokenizer.bos_token_id, 10, 11, 12]])
     assert (merged(x).logits - plain(x).logits).abs().max() > 1e-3
+
+
+def test_lora_layers_adapt_only_the_named_decoder_layers(base_model_dir):
+    from peft import get_peft_model
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir)
+    last = model.config.num_hidden_layers - 1
+    lora = config("lora.enabled=true", f"lora.layers=[{last}]", "lora.target_modules=[gate_proj,down_proj]").lora
+    adapted = {k.split(".lora_A")[0] for k, _ in get_peft_model(model, st.lora_config(lora, last + 1)).named_parameters()
+               if "lora_A" in k}
+    assert {a.split("model.")[-1] for a in adapted} == {f"layers.{last}.mlp.gate_proj", f"layers.{last}.mlp.down_proj"}
+    with pytest.raises(UserError, match=f"has {last + 1} decoder layers"):
+        st.lora_config(config("lora.enabled=true", f"lora.layers=[{last + 1}]").lora, last + 1)
+    with pytest.raises(UserError, match="distinct layer indices"):
+        config("lora.layers=[0,0]")
 
 
 def test_crash_then_rerun_resumes_from_the_last_checkpoint(world_dir, base_model_dir, tmp_path, monkeypatch):
