@@ -63,9 +63,9 @@ def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], setti
     report, convs, n = {}, [p["messages"] for p in prompts], len(prompts)
     for t in settings.temperatures:
         d = Decoding(t, max_new_tokens=settings.max_new_tokens)
-        k = settings.answers_per_prompt if t > 0 else 1
-        mine_c = sample_answers(policy, tokenizer, convs, d, seed, k)
-        ref_c = sample_answers(reference, tokenizer, convs, d, seed, k)
+        mine_c = sample_answers(policy, tokenizer, convs, d, seed, settings.answers_per_prompt)
+        ref_c = sample_answers(reference, tokenizer, convs, d, seed, settings.answers_per_prompt)
+        k = len(mine_c) // n  # answers per prompt: one at greedy
         mine, ref = [c.text for c in mine_c], [c.text for c in ref_c]
         # Length-controlled too: the world's rubric is length-neutral, but a judge from outside it (a reward
         # model, an LLM) need not be; a win that is only length shows up as the gap between the two rates.

@@ -106,15 +106,14 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
     torch.set_num_threads(os.cpu_count())
 
     decodings = [Decoding(t, max_new_tokens=cfg.max_new_tokens) for t in cfg.temperatures]
-    # answers per prompt (sample-major: answer j to prompt i at j * n + i); rates are over all, CIs over prompts
-    per = {str(d): cfg.answers_per_prompt if d.temperature > 0 else 1 for d in decodings}
     convs, n = [p["messages"] for p in prompts], len(prompts)
 
     def load(name: str):
         return to_inference_device(load_causal_lm(present[name] / "model").eval())
 
     def answer(m) -> dict:
-        return {str(d): sample_answers(m, tok, convs, d, cfg.seed, per[str(d)]) for d in decodings}
+        # sampled: answers_per_prompt answers each, sample-major (answer j to prompt i at j * n + i); greedy: one
+        return {str(d): sample_answers(m, tok, convs, d, cfg.seed, cfg.answers_per_prompt) for d in decodings}
 
     sft = load("sft")  # every model is compared with it; the others are loaded one at a time (memory at gpu scale)
     answers = {"sft": answer(sft)}
@@ -132,7 +131,8 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
             answers[name] = answer(m)
         r = {"decodings": {}}
         for d in decodings:
-            comps, ref, k = answers[name][str(d)], answers["sft"][str(d)], per[str(d)]
+            comps, ref = answers[name][str(d)], answers["sft"][str(d)]
+            k = len(comps) // n  # rates over every answer, CIs and tests over prompts
             texts, every = [c.text for c in comps], prompts * k
             # distinct: over one answer per prompt (repeated samples of a short answer are not a collapse)
             entry = {"mean_tokens": round(sum(len(c.token_ids) for c in comps) / len(comps), 1),
@@ -161,7 +161,8 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
             r["decodings"][str(d)] = entry
         if rm is not None:
             scores = reward_scores(rm, rm_tok, [c + [{"role": "assistant", "content": a.text}]
-                                               for c, a in zip(convs * per[first], answers[name][first])])
+                                               for c, a in zip(convs * (len(answers[name][first]) // n),
+                                                               answers[name][first])])
             r["reward_score"] = round(sum(scores) / len(scores), 3)
         r["kl_to_sft"] = kl_to_reference(m, sft, tok, prompts, cfg.max_new_tokens, cfg.seed)
         r["heldout_perplexity"] = corpus_perplexity(m, tok, docs, m.config.max_position_embeddings)
@@ -169,10 +170,11 @@ def main(cfg: EvalConfig, runs: str, world: str, out: str, votes: str | None = N
         del m  # before the next one is loaded
     del sft
     models = list(present)
-    ceiling = {str(d): win_rate(judge.compare(prompts * per[str(d)], [p["reference"] for p in prompts] * per[str(d)],
-                                              [c.text for c in answers["sft"][str(d)]]), cfg.bootstrap,
-                                samples=per[str(d)])["win_rate"]
-               for d in decodings} if world_prompts else {}
+    ceiling = {}
+    for d in decodings if world_prompts else ():
+        k = len(answers["sft"][str(d)]) // n
+        ceiling[str(d)] = win_rate(judge.compare(prompts * k, [p["reference"] for p in prompts] * k,
+                                                 [c.text for c in answers["sft"][str(d)]]), cfg.bootstrap, samples=k)["win_rate"]
     held_out_pairs = runs_dir / "prefs" / "test.jsonl"
     judge_agreement = agreement(judge, {p["id"]: p for p in load_rows(world_dir / "prompts_train.jsonl")},
                                 load_preferences(held_out_pairs)) if world_prompts and held_out_pairs.exists() else None
