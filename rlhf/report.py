@@ -257,18 +257,21 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
     decodings, prompt_set = metrics["decodings"], metrics["prompt_set"]
     tasks, agreement = prompt_set["tasks"], judge["agreement_with_held_out_labels"]
     derived = {}
+    sampled = max((e.get("answers_per_prompt", 1) for m in per_model.values() for e in m["decodings"].values()), default=1)
     rep = Report(f"Alignment report: {runs_dir}")
     rep.p("**" + verdict(metrics) + "**")
     rep.p(f"Models: {', '.join(models)}" + (f". Not built yet: {', '.join(missing)}." if missing else "."))
     rep.p(f"{n_prompts} held-out prompts" + (f" ({prompt_set['per_task']} per task: {', '.join(tasks)})" if tasks else
                                              f" from {prompt_set['file']}") +
-          f", the same seeds for every model. Judge: {judge['name']}" +
+          f", the same seeds for every model" +
+          (f"; sampled, {sampled} answers per prompt, each against SFT's answer of the same seed" if sampled > 1 else "") +
+          f". Judge: {judge['name']}" +
           (f", which agrees with {pct(agreement['accuracy'])} of {agreement['pairs']} held-out labelled "
            "pairs" if agreement else "") +
           (f"; {judge['parse_failures']} of its verdicts named neither answer (counted as ties)"
            if judge["kind"] == "llm" else "") +
           ". Win rate = the judge prefers the model's answer to SFT's on the same prompt (ties count half), with a "
-          "95 % bootstrap CI; length-controlled = the same with the answers' length difference regressed out "
+          "95 % bootstrap CI over prompts; length-controlled = the same with the answers' length difference regressed out "
           "(AlpacaEval 2 style), so a judge that merely likes longer answers shows.")
     if ceiling:
         rep.p("Ceiling = the world's reference answers against the same SFT answers: ties count half, so no policy can "

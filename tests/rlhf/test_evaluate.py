@@ -124,6 +124,7 @@ def test_report_on_outside_prompts_with_a_reward_model_judge(tmp_path, base_mode
     assert m["per_model"]["base"]["decodings"]["greedy, max_new_tokens=6"]["vs_sft"]["ties"] == 3  # same weights
     report = (tmp_path / "eval" / "report.md").read_text()
     assert f"Judge: reward model {rm}" in report and "length-controlled" in report and "Ceiling" not in report
+    assert "sampled, 4 answers per prompt, each against SFT's answer of the same seed" in report
 
 
 def _metrics(wins: dict, ceiling=0.9, losses=(30, 120)):
