@@ -16,6 +16,9 @@ args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS))
 
 export TOKENIZERS_PARALLELISM := false
 export GRADIO_ANALYTICS_ENABLED := False
+# Answers a model already gave (same weights, numerics, prompts, seeds) are read back, not generated again: SFT's
+# answers serve the reward stage's best-of-n, DPO's, PPO's and RLOO's own lines and the report (core/answer_cache.py).
+export ANSWER_CACHE := $(RUNS)/answers
 # tcmalloc makes small-model CPU training 10-30 % faster (allocator churn); used when present.
 # Looked up by the shell when a recipe runs, not when make reads this file: on a fresh machine the first `make all`
 # installs it (make install) before its first training stage, and that stage already gets it. Empty when missing.

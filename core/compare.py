@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 from core.annotator import compare_answers, distinct_rate, losses_to_reference
 from core.config import UserError
-from core.generation import Completion, Decoding, chat, chat_prompt_ids, completion_logprobs
+from core import answer_cache
+from core.generation import Completion, Decoding, chat_prompt_ids, completion_logprobs, generate
 from core.judges import NO_LENGTH_CONTROL, describe_change
+from core.model import for_inference
 
 
 @dataclass
@@ -42,14 +44,21 @@ SAMPLE_SEED_STRIDE = 1000  # answer j to each prompt is sampled with seed + 1000
 def sample_answers(model, tokenizer, convs: list[list[dict]], decoding: Decoding, seed: int = 0,
                    answers_per_prompt: int = 1) -> list[Completion]:
     """`answers_per_prompt` answers to each conversation when sampling, one at greedy; sample-major (answer j to
-    conversation i at j * len(convs) + i), as core.annotator.compare_answers takes them."""
-    k = answers_per_prompt if decoding.temperature > 0 else 1
-    return [c for j in range(k) for c in chat(model, tokenizer, convs, decoding, seed=seed + SAMPLE_SEED_STRIDE * j)]
+    conversation i at j * len(convs) + i), as core.annotator.compare_answers takes them. Answers this model
+    already gave with these numerics come from the answer cache (core/answer_cache.py) when there is one."""
+    seeds = [seed + SAMPLE_SEED_STRIDE * j for j in range(answers_per_prompt if decoding.temperature > 0 else 1)]
+    ids = [chat_prompt_ids(tokenizer, c) for c in convs]
+    entry = answer_cache.key(model, tokenizer, ids, decoding, seeds if decoding.temperature > 0 else [])
+    answers = answer_cache.load(entry)
+    if answers is None:
+        answers = [c for s in seeds for c in generate(model, tokenizer, ids, decoding, seed=s)]
+        answer_cache.store(entry, answers)
+    return answers
 
 
 def kl_to_reference(policy, reference, tokenizer, prompts: list[dict], max_new_tokens: int, seed: int = 0) -> dict:
-    comps = chat(policy, tokenizer, [p["messages"] for p in prompts], Decoding(1.0, max_new_tokens=max_new_tokens),
-                 seed=seed)
+    comps = sample_answers(policy, tokenizer, [p["messages"] for p in prompts],
+                           Decoding(1.0, max_new_tokens=max_new_tokens), seed)
     prompt_ids = [chat_prompt_ids(tokenizer, p["messages"]) for p in prompts]
     ref = completion_logprobs(reference, prompt_ids, [c.token_ids for c in comps], tokenizer.pad_token_id)
     per_seq = [sum(c.logprobs) - sum(r) for c, r in zip(comps, ref)]
@@ -60,6 +69,9 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict], max_new_t
 
 
 def policy_vs_reference(policy, reference, tokenizer, prompts: list[dict], settings: EvalSettings, seed: int = 0) -> dict:
+    """The aligning stages' own comparison with SFT. Both models are switched to the inference numerics
+    (core.model.for_inference), so they answer as the report card's do, from the same cache entries."""
+    policy, reference = for_inference(policy), for_inference(reference)
     report, convs, n = {}, [p["messages"] for p in prompts], len(prompts)
     for t in settings.temperatures:
         d = Decoding(t, max_new_tokens=settings.max_new_tokens)
@@ -109,9 +121,11 @@ def best_of_n(policy, tokenizer, reward_model, reward_tokenizer, prompts: list[d
     compare that pick with the first sample (what the policy alone would have said)."""
     from core.reward import reward_scores
 
-    convs = [p["messages"] for p in prompts]
+    convs, m = [p["messages"] for p in prompts], len(prompts)
     d = Decoding(temperature, max_new_tokens=max_new_tokens)
-    samples = [[c.text for c in chat(policy, tokenizer, convs, d, seed=seed + k)] for k in range(n)]
+    # the sampled answers every comparison with this policy draws (answer k with seed + 1000 k): cached, they are shared
+    answers = [c.text for c in sample_answers(policy, tokenizer, convs, d, seed, n)]
+    samples = [answers[k * m:(k + 1) * m] for k in range(n)]
     scores = [reward_scores(reward_model, reward_tokenizer,
                             [c + [{"role": "assistant", "content": s}] for c, s in zip(convs, col)]) for col in samples]
     picked = [samples[max(range(n), key=lambda k: scores[k][i])][i] for i in range(len(prompts))]

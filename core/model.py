@@ -73,16 +73,32 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32):
 
 def to_inference_device(model):
     """The model on this process's GPU in bf16 when there is one (LOCAL_RANK under a launcher), else on the
-    CPU in fp32, its linear layers through oneDNN where the numerics probe found that faster
-    (core/precision.py): for the stages that only run a model (seed, arena, eval, judges, the reward
-    model in PPO). bf16 halves the memory, so that `make eval` holds SFT, one other model and a judge at 7-8B."""
+    CPU with the numerics of `for_inference`: for the stages that only run a model (seed, arena, eval, judges,
+    the reward model in PPO). bf16 halves the memory, so that `make eval` holds SFT, one other model and a judge
+    at 7-8B."""
     if torch.cuda.is_available():
         import os
         return model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), dtype=torch.bfloat16)
+    return for_inference(model)
+
+
+def for_inference(model):
+    """On a CPU, the numerics every stage answers prompts with: fp32, SDPA attention, and the linear kernel the
+    probe found faster for inference (core/precision.py; bf16 is left out, since it changes greedy answers).
+    A training stage whose numerics differ (bf16 autocast, which accelerate leaves on the forward of a model it
+    prepared, eager attention, oneDNN where MKL answers faster) switches its
+    models back before they answer, so that its own comparison with SFT and the report card's give the same
+    answers (and share them through core/answer_cache.py). A no-op on a GPU."""
+    if next(model.parameters()).device.type != "cpu":
+        return model
+    # The class's own forward: trainers leave theirs on the instance (accelerate's bf16 autocast, TRL's fused LM head).
+    for attr in ("forward", "_original_forward"):
+        vars(model).pop(attr, None)
     from core.onednn import use_onednn_linear
     from core.precision import inference_kernel
-    if inference_kernel(model) == "fp32-onednn":
-        use_onednn_linear(model)
+    use_onednn_linear(model, on=inference_kernel(model) == "fp32-onednn")
+    if model.config._attn_implementation != "sdpa":
+        model.set_attn_implementation("sdpa")
     return model
 
 

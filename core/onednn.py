@@ -67,11 +67,14 @@ def available(model: torch.nn.Module) -> bool:
             and not torch.accelerator.is_available())
 
 
-def use_onednn_linear(*models: torch.nn.Module) -> int:
-    """Switch the models' bias-free nn.Linear modules to OneDNNLinear; returns how many were switched."""
+def use_onednn_linear(*models: torch.nn.Module, on: bool = True) -> int:
+    """Switch the models' bias-free nn.Linear modules to OneDNNLinear (on=False: back); returns how many switched."""
     n = 0
     for module in (m for model in models if available(model) for m in model.modules()):
-        if type(module) is torch.nn.Linear and module.bias is None:
+        if on and type(module) is torch.nn.Linear and module.bias is None:
             module.__class__ = OneDNNLinear
+            n += 1
+        elif not on and type(module) is OneDNNLinear:
+            module.__class__ = torch.nn.Linear
             n += 1
     return n

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from core.config import UserError
-from core.generation import chat_prompt_ids, completion_logprobs, device_of
+from core.generation import chat_prompt_ids, completion_logprobs, device_of, length_order
 from core.model import to_inference_device
 
 
@@ -78,18 +78,20 @@ def ensemble_scores(members: list[tuple], conversations: list[list[dict]], batch
 @torch.no_grad()
 def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
     """Score of each full conversation (the last message is the response being scored)."""
-    out: list[float] = []
-    for start in range(0, len(conversations), batch_size):
-        ids = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"]
-               for c in conversations[start:start + batch_size]]
-        width = max(map(len, ids))
-        x = torch.full((len(ids), width), tokenizer.pad_token_id)
+    ids = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations]
+    out = [0.0] * len(ids)
+    order, dev = length_order(list(map(len, ids))), device_of(model)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(ids[i]) for i in idx)
+        x = torch.full((len(idx), width), tokenizer.pad_token_id)
         mask = torch.zeros_like(x)
-        for i, row in enumerate(ids):
-            x[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
-        dev = device_of(model)
-        out += model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits[:, 0].float().tolist()
+        for j, i in enumerate(idx):
+            x[j, :len(ids[i])] = torch.tensor(ids[i])
+            mask[j, :len(ids[i])] = 1
+        scores = model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits[:, 0].float().tolist()
+        for i, s in zip(idx, scores):
+            out[i] = s
     return out
 
 

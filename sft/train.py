@@ -37,7 +37,7 @@ from core.data import check_chat_rows, load_rows
 from core.distributed import in_sync, is_main, per_process_threads, world_size
 from core.generation import Decoding, chat
 from core.precision import apply as apply_precision
-from core.model import count_params, load_causal_lm, save_checkpoint
+from core.model import count_params, for_inference, load_causal_lm, save_checkpoint
 from core.tokenizer import load_tokenizer
 from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
@@ -207,6 +207,7 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
         policy, merge_diff = merge_lora(policy, tokenizer)
     save_checkpoint(policy, tokenizer, stage.model)
 
+    policy = for_inference(policy)  # answers as every later stage's SFT does (no autocast left on by the trainer)
     sft_eval = answer_and_judge(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens)
     train_tokens = sum(map(len, trainer.train_dataset["input_ids"]))
     steps_per_epoch = -(-len(train_rows) // (cfg.train.batch_size * cfg.train.grad_accum))

@@ -9,6 +9,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One numerics cache for the session (stages in subprocesses too), not the user's ~/.cache.
 os.environ.setdefault("PIPELINE_CACHE_DIR", tempfile.mkdtemp(prefix="numerics-cache-"))
+# No answer cache unless a test asks for one (`make` stages in subprocesses set their own under RUNS).
+os.environ.pop("ANSWER_CACHE", None)
 
 import pytest  # noqa: E402
 

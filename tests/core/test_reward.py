@@ -61,3 +61,22 @@ def test_reinforcement_learning_reads_the_ensembles_mean_score(tokenizer, reward
     assert alone[1] == pytest.approx([-3.0 * x for x in alone[0]], abs=1e-4) and alone[0][0] != 0
     assert ensemble_scores(members, convs) == pytest.approx([-x for x in alone[0]], abs=1e-4)  # (1 - 3) / 2
     assert len(load_reward_ensemble(reward_model_dir)) == 1  # no ensemble/ beside it: the model alone
+
+
+def test_batches_of_similar_length_give_each_row_its_own_score_in_order(tokenizer, reward_model_dir, base_model_dir):
+    from core.generation import completion_logprobs
+    from core.reward import load_reward_model, reward_scores
+    rm, tok = load_reward_model(reward_model_dir)
+    replies = ["5.", "2 plus 3 is 5. By the way, the sun is hot and the sky is blue today.", "It is 6.", "Five."]
+    convs = [ROWS[0]["prompt"] + [{"role": "assistant", "content": r}] for r in replies]
+    batched = reward_scores(rm, tok, convs, batch_size=2)  # lengths interleaved: sorting reorders the rows
+    alone = [reward_scores(rm, tok, [c])[0] for c in convs]
+    assert batched == pytest.approx(alone, abs=1e-5) and len(set(batched)) == 4
+    lm = load_causal_lm(base_model_dir).eval()
+    prompts = [tokenizer.apply_chat_template(ROWS[0]["prompt"], tokenize=True, add_generation_prompt=True,
+                                             return_dict=True)["input_ids"]] * 4
+    answers = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in replies]
+    got = completion_logprobs(lm, prompts, answers, tokenizer.pad_token_id, batch_size=2)
+    assert [len(g) for g in got] == list(map(len, answers))
+    for g, p, a in zip(got, prompts, answers):
+        assert sum(g) == pytest.approx(reply_logprob(lm, p, a), abs=1e-4)
