@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from core.annotator import compare_answers, distinct_rate, losses_to_reference
 from core.config import UserError
 from core import answer_cache
-from core.generation import Completion, Decoding, chat_prompt_ids, completion_logprobs, generate
+from core.generation import Completion, Decoding, chat_prompt_ids, completion_logprobs, generate, row_seeds_for
 from core.judges import NO_LENGTH_CONTROL, describe_change
 from core.model import for_inference
 
@@ -51,7 +51,8 @@ def sample_answers(model, tokenizer, convs: list[list[dict]], decoding: Decoding
     entry = answer_cache.key(model, tokenizer, ids, decoding, seeds if decoding.temperature > 0 else [])
     answers = answer_cache.load(entry)
     if answers is None:
-        answers = [c for s in seeds for c in generate(model, tokenizer, ids, decoding, seed=s)]
+        answers = generate(model, tokenizer, ids * len(seeds), decoding,  # one call: batches of every seed's rows
+                           row_seeds=[r for s in seeds for r in row_seeds_for(s, len(ids))])
         answer_cache.store(entry, answers)
     return answers
 

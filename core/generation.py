@@ -128,19 +128,32 @@ def next_token_logits(model, prompts: list[list[int]], pad_id: int) -> torch.Ten
     return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
 
 
+def row_seeds_for(seed: int, n: int) -> list[int]:
+    """The generator seeds of rows 0..n-1 of a call with this seed."""
+    return [seed * 1_000_003 + i for i in range(n)]
+
+
+def default_batch_size(model) -> int:
+    """Rows decoded at once. Decoding a small model on a CPU costs per step more than per row: 256 rows at a time
+    answered 800 prompts 1.2x faster than 64 (and 64 ran 200 prompts 1.3x faster than 32), with the same answers.
+    On a GPU 64, for the KV cache of long prompts at 7-8B."""
+    return 256 if device_of(model).type == "cpu" else 64
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], decoding: Decoding = GREEDY, seed: int = 0,
-             batch_size: int = 64, row_seeds: list[int] | None = None) -> list[Completion]:
+             batch_size: int = 0, row_seeds: list[int] | None = None) -> list[Completion]:
     """Continue each tokenized prompt. Left-pads each batch and decodes step by step with a KV cache.
 
-    Row i samples with its own generator seeded `row_seeds[i]` (default: seed * 1_000_003 + i). Decoding a
-    small model costs per step more than per row, so 64 rows at a time run 200 prompts ~1.3x faster than 32.
+    Row i samples with its own generator seeded `row_seeds[i]` (default: row_seeds_for(seed)), so a row's answer
+    does not depend on the batch it ran in. batch_size 0: default_batch_size.
     """
     decoding.validate()
     if any(not p for p in prompts):
         raise UserError("generate: every prompt needs at least one token (add BOS)")
+    batch_size = batch_size or default_batch_size(model)
     if row_seeds is None:
-        row_seeds = [seed * 1_000_003 + i for i in range(len(prompts))]
+        row_seeds = row_seeds_for(seed, len(prompts))
     elif len(row_seeds) != len(prompts):
         raise ValueError(f"generate: {len(row_seeds)} row_seeds for {len(prompts)} prompts")
     was_training = model.training
@@ -194,14 +207,14 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 def chat(model, tokenizer, conversations: list[list[dict]], decoding: Decoding = GREEDY, seed: int = 0,
-         batch_size: int = 64, row_seeds: list[int] | None = None) -> list[Completion]:
+         batch_size: int = 0, row_seeds: list[int] | None = None) -> list[Completion]:
     """The assistant's next reply to each conversation (list of {role, content} messages)."""
     return generate(model, tokenizer, [chat_prompt_ids(tokenizer, c) for c in conversations], decoding, seed,
                     batch_size, row_seeds)
 
 
 def complete(model, tokenizer, texts: list[str], decoding: Decoding = GREEDY, seed: int = 0,
-             batch_size: int = 64, add_bos: bool = True) -> list[Completion]:
+             batch_size: int = 0, add_bos: bool = True) -> list[Completion]:
     """Continue raw text (no chat template): how a base model is prompted."""
     prefix = [tokenizer.bos_token_id] if add_bos else []
     prompts = [prefix + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
