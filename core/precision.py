@@ -261,8 +261,10 @@ def _write_cache(key: str, entry: dict) -> None:
         print(f"note: could not cache the numerics probe in {path}: {e}")
 
 
-def choose(requested: str, config) -> Numerics:
-    """Resolve train.precision for a model with this transformers `config` (a collective under a launcher)."""
+def choose(requested: str, config, collective: bool = True) -> Numerics:
+    """Resolve train.precision for a model with this transformers `config`: a collective under a launcher, so that
+    every rank takes the same decision; `collective=False` decides from this process alone (one that answers
+    prompts while the other ranks have finished)."""
     from core.distributed import ensure_initialized, is_main, mean_over_ranks
     check(requested, "train.precision")
     if requested in ("fp32", "fp32-onednn"):
@@ -271,24 +273,26 @@ def choose(requested: str, config) -> Numerics:
         if requested == "bf16":
             return Numerics("bf16", requested, "forced")
         return Numerics("bf16" if torch.cuda.is_bf16_supported() else "fp32", requested, "gpu")
-    ensure_initialized()  # every rank must take the same decision
+    if collective:
+        ensure_initialized()
+    average = mean_over_ranks if collective else (lambda *xs: list(xs))
     paths, key = candidates(), _cache_key(config, torch.get_num_threads())
     # What this choice needs measured: the attention dtype wherever bf16 may run, the paths' rates for auto.
     needed = ((["attention_ms"] if requested == "bf16" or "bf16" in paths else [])
               + (["tokens_per_s"] if requested == "auto" else []))
     entry = _read_cache().get(key, {})
     complete = all(k in entry for k in needed) and set(entry.get("attention_ms", ATTENTION)) == set(ATTENTION)
-    hit = mean_over_ranks(1.0 if complete else 0.0)[0] == 1.0
+    hit = average(1.0 if complete else 0.0)[0] == 1.0
     t0 = time.perf_counter()
     if not hit:
         entry = dict(entry)
         if "attention_ms" in needed:
             measured_ms = attention_probe(config)
-            ms = mean_over_ranks(*(measured_ms[k] for k in ATTENTION))
+            ms = average(*(measured_ms[k] for k in ATTENTION))
             entry["attention_ms"] = {k: round(x, 2) for k, x in zip(ATTENTION, ms)}
         if "tokens_per_s" in needed:
             measured = probe(paths, config, decide_attention(entry["attention_ms"]) if "bf16" in paths else "bf16")
-            means = mean_over_ranks(*(measured[p][0] for p in paths))
+            means = average(*(measured[p][0] for p in paths))
             fp32_losses = measured["fp32"][1]
             entry["tokens_per_s"] = {p: round(r, 1) for p, r in zip(paths, means)}
             entry["loss_gap"] = {p: round(max(abs(a - b) / b for a, b in zip(measured[p][1], fp32_losses)), 6)
@@ -328,5 +332,5 @@ def inference_kernel(model) -> str:
     """The fp32 kernel a CPU runs inference in: the probe's pick for this shape (cached after training,
     else a ~1 s probe) with bf16 left out, since bf16 changes greedy answers. fp32 and fp32-onednn
     differ by float rounding only (`make bench` prints the answers both give)."""
-    n = choose("auto", model.config)  # on a GPU there are no rates, and the answer is fp32
+    n = choose("auto", model.config, collective=False)  # on a GPU there are no rates, and the answer is fp32
     return decide({p: r for p, r in n.tokens_per_s.items() if p != "bf16"}, n.loss_gap)[0]
