@@ -220,8 +220,9 @@ $(RUNS)/arena/votes.jsonl: $(RUNS)/arena-auto/DONE
 	$(ARENA_EXPORT)
 
 EVAL_DONE := $(RUNS)/eval/DONE
+# A finished RLOO joins the report: `make rloo && make eval` reruns it (the other models' answers come from the cache).
 $(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(CFG)/eval.yaml \
-		rlhf/evaluate.py rlhf/report.py core/compare.py core/ratings.py
+		rlhf/evaluate.py rlhf/report.py core/compare.py core/ratings.py $(wildcard $(RUNS)/rloo/DONE)
 	$(PY) -m rlhf.evaluate --config $(CFG)/eval.yaml --runs $(RUNS) --world $(RUNS)/world --votes $(RUNS)/arena/votes.jsonl \
 		--prompts "$(EVAL_PROMPTS)" --out $(RUNS)/eval $(if $(JUDGE),judge.path=$(JUDGE)) $(call args,eval $(EVAL_DONE))
 eval: $(RUNS)/arena-auto/DONE ## the report card: every model vs SFT, reward model, arena ratings, curves, provenance
