@@ -73,6 +73,17 @@ def in_sync(model: torch.nn.Module) -> dict:
             "param_digests": digests, "in_sync": len(set(digests)) == 1}
 
 
+def accelerator_for(bf16: bool):
+    """The `accelerate.Accelerator` of the project's own loops (pretrain, PPO), in the numerics the stage picked.
+    accelerate keeps one state per process and refuses a second Accelerator in other numerics, so a stage run
+    after another in one process (the tests, a notebook; the auto pick differs by model shape) would fail:
+    like transformers' TrainingArguments, drop the previous stage's state first (the process group stays)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+
+
 def engines() -> tuple[str, str]:
     """(what the launcher's config asked for, what accelerate ran): NO (one process), MULTI_CPU / MULTI_GPU
     (DDP), FSDP or DEEPSPEED. On CPU accelerate turns FSDP and DeepSpeed into MULTI_CPU, silently."""

@@ -82,6 +82,14 @@ def to_inference_device(model):
     return for_inference(model)
 
 
+def own_forward(model):
+    """Give the model its class's own forward back: trainers leave theirs on the instance (accelerate's bf16
+    autocast, TRL's fused LM head), and they outlive the training loop."""
+    for attr in ("forward", "_original_forward"):
+        vars(model).pop(attr, None)
+    return model
+
+
 def for_inference(model):
     """On a CPU, the numerics every stage answers prompts with: fp32, SDPA attention, and the linear kernel the
     probe found faster for inference (core/precision.py; bf16 is left out, since it changes greedy answers).
@@ -91,9 +99,7 @@ def for_inference(model):
     answers (and share them through core/answer_cache.py). A no-op on a GPU."""
     if next(model.parameters()).device.type != "cpu":
         return model
-    # The class's own forward: trainers leave theirs on the instance (accelerate's bf16 autocast, TRL's fused LM head).
-    for attr in ("forward", "_original_forward"):
-        vars(model).pop(attr, None)
+    own_forward(model)
     from core.onednn import use_onednn_linear
     from core.precision import inference_kernel
     use_onednn_linear(model, on=inference_kernel(model) == "fp32-onednn")

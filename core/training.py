@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.config import UserError
+from core.model import own_forward
 from core.precision import check as check_precision
 
 
@@ -96,7 +97,7 @@ def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
     probe = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
                                            {"role": "assistant", "content": "2 plus 3 is 5."}],
                                           tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]
-    peft_model.eval()
+    own_forward(peft_model).eval()  # both sides in fp32: under bf16 the trainer's autocast would differ by ~2e-3
     with torch.no_grad():
         before = peft_model(input_ids=probe).logits
         merged = peft_model.merge_and_unload()

@@ -35,7 +35,7 @@ from core.annotator import first_per_task, score_answers
 from core.artifacts import StageDir
 from core.config import UserError, cli
 from core.data import load_rows, load_texts
-from core.distributed import in_sync, is_main, per_process_threads
+from core.distributed import accelerator_for, in_sync, is_main, per_process_threads
 from core.generation import Decoding, complete
 from core.model import ModelConfig, build_model, count_params, save_checkpoint
 from core.onednn import OneDNNLinear
@@ -229,7 +229,7 @@ def adopt(cfg: PretrainConfig, stage: StageDir) -> dict:
 # ---------------------------------------------------------------- main
 
 def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts: str | None = None) -> dict:
-    from accelerate import Accelerator, PartialState
+    from accelerate import PartialState
     from accelerate.utils import DistributedType
     from torch.utils.tensorboard import SummaryWriter
 
@@ -275,7 +275,7 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
 
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
     numerics = apply_precision(tc.precision, model)  # before the optimizer: oneDNN layers keep their parameters
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if numerics.bf16 else "no")
+    accelerator = accelerator_for(numerics.bf16)
     full_state = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
                                                   DistributedType.MULTI_GPU)  # every rank holds all weights
     opt = make_optimizer(model, tc)

@@ -40,7 +40,7 @@ from core.artifacts import StageDir
 from core.compare import EvalSettings, policy_vs_reference, print_report
 from core.config import UserError, cli
 from core.data import PromptSource, fit_prompts, load_prompts, load_rows
-from core.distributed import in_sync, mean_over_ranks, per_process_threads
+from core.distributed import accelerator_for, in_sync, mean_over_ranks, per_process_threads
 from core.generation import Decoding, chat_prompt_ids, generate
 from core.model import context_length, load_causal_lm, save_checkpoint
 from core.precision import apply as apply_precision, autocast, check as check_precision
@@ -137,7 +137,6 @@ class ValueModel(torch.nn.Module):
 
 
 def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldout_prompts: str, out: str) -> dict:
-    from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from transformers import AutoModelForSequenceClassification
 
@@ -163,7 +162,7 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     for m in (reference, *scorers):
         m.requires_grad_(False)
     numerics = apply_precision(p.precision, policy, reference, critic, *scorers)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if numerics.bf16 else "no")
+    accelerator = accelerator_for(numerics.bf16)
     main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     # Fused: one kernel per step for all parameters (on a CPU torch's default loops over them, ~3 s of the stage).
     opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr, fused=True)
