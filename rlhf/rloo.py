@@ -32,7 +32,7 @@ from core.model import context_length, load_causal_lm, save_checkpoint
 from core.reward import ensemble_inputs, load_reward_ensemble
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
-from core.training import TrainSettings, last_checkpoint, trl_args
+from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
 
 
 @dataclass
@@ -44,6 +44,7 @@ class RLOOStageConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0
     beta: float = 0.05                 # KL penalty to the SFT reference (0 = none, no reference model)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # as DPO's: which weights the reward may move
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=2e-5, batch_size=16))
     eval: EvalSettings = field(default_factory=EvalSettings)
     prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
@@ -87,6 +88,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         trainer = trainer_cls(model=policy, reward_funcs=[m for m, _ in members], args=args, processing_class=tok,
                               reward_processing_classes=[t for _, t in members],
+                              peft_config=lora_config(cfg.lora, policy.config.num_hidden_layers),
                               train_dataset=Dataset.from_list([{"prompt": r["messages"]} for r in rows]))
         last = last_checkpoint(stage.checkpoints)
         result = trainer.train(resume_from_checkpoint=last)
@@ -96,9 +98,13 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
         return {"distributed": distributed}
     logged = [h for h in trainer.state.log_history if "reward" in h]
 
-    save_checkpoint(trainer.model, tok, stage.model)
-    effect = policy_vs_reference(trainer.model.eval(), reference, tok, eval_prompts, cfg.eval, cfg.seed)
+    policy, merge_diff = trainer.model, None
+    if cfg.lora.enabled:
+        policy, merge_diff = merge_lora(policy, tok)
+    save_checkpoint(policy, tok, stage.model)
+    effect = policy_vs_reference(policy.eval(), reference, tok, eval_prompts, cfg.eval, cfg.seed)
     metrics = {"method": cfg.method, "prompts": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
+               "lora": cfg.lora.enabled, "lora_merge_max_abs_logit_diff": merge_diff,
                "train_runtime_s": round(result.metrics["train_runtime"], 2),
                "reward_first_logged": round(logged[0]["reward"], 4) if logged else None,
                "reward_last_logged": round(logged[-1]["reward"], 4) if logged else None,
