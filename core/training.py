@@ -92,8 +92,12 @@ def lora_config(cfg: LoraSettings, num_layers: int, task_type: str = "CAUSAL_LM"
                       layers_to_transform=list(cfg.layers) or None, task_type=task_type)
 
 
-def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float]:
-    """Fold the adapters into the weights; returns the plain model and the largest logit change it caused."""
+def merge_lora(peft_model, tokenizer) -> tuple[torch.nn.Module, float | None]:
+    """Fold the adapters into the weights; returns the plain model and the largest logit change it caused
+    (a model without adapters comes back as it is, with None)."""
+    from peft import PeftModel
+    if not isinstance(peft_model, PeftModel):
+        return peft_model, None
     probe = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
                                            {"role": "assistant", "content": "2 plus 3 is 5."}],
                                           tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]

@@ -122,9 +122,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         return {"distributed": distributed}
     logs = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
 
-    policy, merge_diff = trainer.model, None
-    if cfg.lora.enabled:
-        policy, merge_diff = merge_lora(policy, tokenizer)
+    policy, merge_diff = merge_lora(trainer.model, tokenizer)  # a plain model under LoRA too
     save_checkpoint(policy, tokenizer, stage.model)
     effect = policy_vs_reference(policy.eval(), reference, tokenizer, prompts, cfg.eval, cfg.seed)
     implicit = accuracy_report(test_rows, implicit_pair_scores(policy, reference, tokenizer.pad_token_id, test_ids,

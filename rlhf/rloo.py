@@ -98,9 +98,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
         return {"distributed": distributed}
     logged = [h for h in trainer.state.log_history if "reward" in h]
 
-    policy, merge_diff = trainer.model, None
-    if cfg.lora.enabled:
-        policy, merge_diff = merge_lora(policy, tok)
+    policy, merge_diff = merge_lora(trainer.model, tok)  # a plain model under LoRA too
     save_checkpoint(policy, tok, stage.model)
     effect = policy_vs_reference(policy.eval(), reference, tok, eval_prompts, cfg.eval, cfg.seed)
     metrics = {"method": cfg.method, "prompts": len(rows), "steps": trainer.state.global_step, "resumed_from": last,

@@ -201,10 +201,8 @@ def main(cfg: SFTStageConfig, model: str, data: str, heldout_prompts: str, out: 
     if not is_main():
         return {"distributed": distributed}
 
-    policy, merge_diff = trainer.model, None
-    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    if cfg.lora.enabled:
-        policy, merge_diff = merge_lora(policy, tokenizer)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    policy, merge_diff = merge_lora(trainer.model, tokenizer)  # a plain model under LoRA too
     save_checkpoint(policy, tokenizer, stage.model)
 
     policy = for_inference(policy)  # answers as every later stage's SFT does (no autocast left on by the trainer)
