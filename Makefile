@@ -103,12 +103,18 @@ postgres: ## install Debian's postgresql if missing (the store's PostgreSQL test
 all: $(RUNS)/eval/DONE ## run the whole chain on the default world, then print what it found
 	@$(PY) -m rlhf.report --runs $(RUNS) --eval $(RUNS)/eval --summary
 
+# A stage reruns when its config's settings change, not when only its comments or layout do: it depends on
+# $(SET)/<config>.json, the parsed settings, which core/config.py rewrites only when they differ.
+SET := $(RUNS)/.settings
+$(SET)/%.json: $(CFG)/%.yaml | $(VENV)/.installed
+	@$(PY) -m core.config $< $@
+
 world: $(RUNS)/world/DONE ## generate the default world (corpus, prompts, SFT demos)
-$(RUNS)/world/DONE: $(CFG)/world.yaml core/world.py pretrain/world.py | $(VENV)/.installed
+$(RUNS)/world/DONE: $(SET)/world.json core/world.py pretrain/world.py | $(VENV)/.installed
 	$(PY) -m pretrain.world --config $(CFG)/world.yaml --out $(RUNS)/world $(call args,world)
 
 pretrain: $(RUNS)/pretrain/DONE ## train the tokenizer and the base model (resumes after a crash)
-$(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(CFG)/pretrain.yaml pretrain/train.py core/model.py core/onednn.py core/precision.py core/tokenizer.py
+$(RUNS)/pretrain/DONE: $(RUNS)/world/DONE $(SET)/pretrain.json pretrain/train.py core/model.py core/onednn.py core/precision.py core/tokenizer.py
 	$(LAUNCH) -m pretrain.train --config $(CFG)/pretrain.yaml --corpus "$(CORPUS)" \
 		--heldout "$(HELDOUT)" --probe-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/pretrain $(call args,pretrain)
@@ -121,7 +127,7 @@ CORRECTIONS := $(if $(filter 1,$(WITH_CORRECTIONS)),$(RUNS)/prefs/corrections.js
 $(RUNS)/prefs/corrections.jsonl:
 	@echo "error: $@ is missing: label (make label or make label-auto), then make export" >&2; exit 2
 sft: $(RUNS)/sft/DONE ## supervised fine-tuning on the chat demonstrations (full or LoRA; resumes; WITH_CORRECTIONS=1)
-$(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(CFG)/sft.yaml sft/train.py core/generation.py core/onednn.py core/precision.py core/training.py $(CORRECTIONS)
+$(RUNS)/sft/DONE: $(RUNS)/pretrain/DONE $(SET)/sft.json sft/train.py core/generation.py core/onednn.py core/precision.py core/training.py $(CORRECTIONS)
 	$(LAUNCH) -m sft.train --config $(CFG)/sft.yaml --model $(RUNS)/pretrain/model --data "$(SFT_DATA)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/sft --corpus "$(CORPUS)" \
 		$(if $(CORRECTIONS),--corrections $(CORRECTIONS)) $(call args,sft)
@@ -149,7 +155,7 @@ REWARD_MODEL := $(wildcard $(RUNS)/reward/model/config.json)
 SEED_MODEL ?= $(RUNS)/sft/model
 ##@ Labeling
 seed: $(RUNS)/seed/DONE ## generate k candidates per training prompt from the SFT policy into the label store
-$(RUNS)/seed/DONE: $(LABEL) labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/sft/DONE
+$(RUNS)/seed/DONE: $(SET)/label.json labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/sft/DONE
 	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(SEED_MODEL) --prompts "$(PROMPTS)" \
 		--db $(DB) --out $(RUNS)/seed $(if $(REWARD_MODEL),--reward-model $(RUNS)/reward/model) $(call args,seed)
 
@@ -176,24 +182,24 @@ export: $(VENV)/.installed ## write preference pairs + corrections from the labe
 # ---------------------------------------------------------------- alignment
 ##@ Reward model and alignment
 reward: $(RUNS)/reward/DONE ## train the reward model on the exported preference pairs (starts from the SFT model)
-$(RUNS)/reward/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/reward.yaml reward/train.py core/reward.py core/training.py
+$(RUNS)/reward/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(SET)/reward.json reward/train.py core/reward.py core/training.py
 	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" \
 		--test "$(PREFS_TEST)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/reward \
 		$(call args,reward)
 
 dpo: $(RUNS)/dpo/DONE ## align the SFT policy with DPO on the preference pairs; reports win rate vs SFT, KL, diversity
-$(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(CFG)/dpo.yaml rlhf/dpo.py core/compare.py core/training.py core/reward.py
+$(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(SET)/dpo.json rlhf/dpo.py core/compare.py core/training.py core/reward.py
 	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train "$(PREFS_TRAIN)" --test "$(PREFS_TEST)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
 
 ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
-$(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/ppo.yaml rlhf/ppo.py core/ppo_math.py core/compare.py core/onednn.py core/precision.py
+$(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(SET)/ppo.json rlhf/ppo.py core/ppo_math.py core/compare.py core/onednn.py core/precision.py
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
 		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/ppo $(call args,ppo)
 
 rloo: $(RUNS)/rloo/DONE ## critic-free alignment against the reward model with TRL (method: rloo | grpo)
-$(RUNS)/rloo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(CFG)/rloo.yaml rlhf/rloo.py core/compare.py core/training.py
+$(RUNS)/rloo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(SET)/rloo.json rlhf/rloo.py core/compare.py core/training.py
 	$(LAUNCH) -m rlhf.rloo --config $(CFG)/rloo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
 		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/rloo $(call args,rloo)
@@ -221,7 +227,7 @@ $(RUNS)/arena/votes.jsonl: $(RUNS)/arena-auto/DONE
 
 EVAL_DONE := $(RUNS)/eval/DONE
 # A finished RLOO joins the report: `make rloo && make eval` reruns it (the other models' answers come from the cache).
-$(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(CFG)/eval.yaml \
+$(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(SET)/eval.json \
 		rlhf/evaluate.py rlhf/report.py core/compare.py core/ratings.py $(wildcard $(RUNS)/rloo/DONE)
 	$(PY) -m rlhf.evaluate --config $(CFG)/eval.yaml --runs $(RUNS) --world $(RUNS)/world --votes $(RUNS)/arena/votes.jsonl \
 		--prompts "$(EVAL_PROMPTS)" --out $(RUNS)/eval $(if $(JUDGE),judge.path=$(JUDGE)) $(call args,eval $(EVAL_DONE))

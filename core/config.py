@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import traceback
@@ -166,7 +167,35 @@ def cli(main: Callable[..., Any], cfg_cls: type, paths: dict[str, str], doc: str
         sys.exit(code)
 
 
+def settings_copy(src: str | Path, dst: str | Path) -> bool:
+    """Write a config's settings (the parsed YAML, keys sorted) to `dst`, unless `dst` already holds them.
+
+    The Makefile's stages depend on this copy instead of the YAML file, so a changed setting reruns a stage and
+    a changed comment or layout does not. A first copy takes the config's own time, so that adding it reruns
+    nothing. A file that does not parse is copied as text: the stage that reads it names the error.
+    Returns whether `dst` was written.
+    """
+    src, dst = Path(src), Path(dst)
+    text = src.read_text()
+    try:
+        text = json.dumps(yaml.safe_load(text), sort_keys=True, indent=1, default=str) + "\n"
+    except yaml.YAMLError:
+        pass
+    if dst.is_file() and dst.read_text() == text:
+        return False
+    first = not dst.exists()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(text)
+    if first:
+        os.utime(dst, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns))
+    return True
+
+
 def in_process_group() -> bool:
     """Whether this process is one rank of a torch.distributed run (no torch imported: no group)."""
     torch = sys.modules.get("torch")
     return torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+if __name__ == "__main__":   # the Makefile: python -m core.config CONFIG.yaml SETTINGS.json
+    settings_copy(*sys.argv[1:3])

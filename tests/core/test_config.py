@@ -121,3 +121,43 @@ def test_a_rank_in_a_process_group_exits_with_the_stage_outcome(tmp_path, mode, 
         assert r.stderr.strip().splitlines() == ["error: o: not a stage directory; pass --out runs/x"]
     if mode == "crash":
         assert "Traceback" in r.stderr and "RuntimeError: boom" in r.stderr
+
+
+def test_a_stage_reruns_for_a_changed_setting_not_for_a_changed_comment(tmp_path):
+    """make's stages depend on the config's parsed settings (core.config.settings_copy), not on the file's time."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "world.yaml").write_text((ROOT / "configs/micro/world.yaml").read_text())
+    done = tmp_path / "runs/world/DONE"
+
+    def make() -> int:
+        r = subprocess.run(["make", "--no-print-directory", "SCALE=micro", f"CFG={cfg}", f"RUNS={tmp_path / 'runs'}",
+                            str(done)], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return done.stat().st_mtime_ns
+
+    first = make()
+    settings = tmp_path / "runs/.settings/world.json"
+    assert settings.stat().st_mtime_ns == (cfg / "world.yaml").stat().st_mtime_ns  # a first copy reruns nothing
+    os.utime(cfg / "world.yaml", ns=(first + 10**9, first + 10**9))               # edited after the stage ran ...
+    with open(cfg / "world.yaml", "a") as f:
+        f.write("# only a comment\n")
+    assert make() == first                                                        # ... but only its comments
+    (cfg / "world.yaml").write_text((cfg / "world.yaml").read_text().replace("seed: 0", "seed: 3"))
+    os.utime(cfg / "world.yaml", ns=(first + 2 * 10**9, first + 2 * 10**9))
+    assert make() > first                                                         # a setting: the stage reruns
+    assert '"seed": 3' in settings.read_text()
+
+
+def test_settings_copy_keeps_the_time_of_unchanged_settings(tmp_path):
+    from core.config import settings_copy
+    src, dst = tmp_path / "a.yaml", tmp_path / "s/a.json"
+    src.write_text("b: 1\na: {x: [1, 2]}\n")
+    assert settings_copy(src, dst) and dst.stat().st_mtime_ns == src.stat().st_mtime_ns
+    before = dst.read_text()
+    src.write_text("# a comment\na:\n  x: [1, 2]\nb: 1   # same settings, other layout\n")
+    assert not settings_copy(src, dst) and dst.read_text() == before
+    src.write_text("a: {x: [1, 3]}\nb: 1\n")
+    assert settings_copy(src, dst) and '"x": [\n   1,\n   3\n  ]' in dst.read_text()
+    src.write_text("a: [unclosed\n")                  # not YAML: copied as text, the stage names the error
+    assert settings_copy(src, dst) and dst.read_text() == "a: [unclosed\n"
