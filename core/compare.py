@@ -57,10 +57,13 @@ def sample_answers(model, tokenizer, convs: list[list[dict]], decoding: Decoding
     return answers
 
 
-def kl_to_reference(policy, reference, tokenizer, prompts: list[dict], max_new_tokens: int, seed: int = 0) -> dict:
-    comps = sample_answers(policy, tokenizer, [p["messages"] for p in prompts],
-                           Decoding(1.0, max_new_tokens=max_new_tokens), seed)
+def kl_to_reference(policy, reference, tokenizer, prompts: list[dict], max_new_tokens: int, seed: int = 0,
+                    cached: bool = True) -> dict:
+    """cached=False: the answers are neither read from nor kept in the answer cache (a guard's check mid-training)."""
+    d = Decoding(1.0, max_new_tokens=max_new_tokens)
     prompt_ids = [chat_prompt_ids(tokenizer, p["messages"]) for p in prompts]
+    comps = (sample_answers(policy, tokenizer, [p["messages"] for p in prompts], d, seed) if cached
+             else generate(policy, tokenizer, prompt_ids, d, seed))
     ref = completion_logprobs(reference, prompt_ids, [c.token_ids for c in comps], tokenizer.pad_token_id)
     per_seq = [sum(c.logprobs) - sum(r) for c, r in zip(comps, ref)]
     tokens = sum(len(c.token_ids) for c in comps)

@@ -1,5 +1,6 @@
-"""Knobs and arguments every TRL-trained stage shares (SFT, reward, DPO): one place, same names.
-LoRA too: a LoRA run is merged before saving, so every stage's artifact is a plain checkpoint."""
+"""Knobs and arguments every TRL-trained stage shares (SFT, reward, DPO, RLOO): one place, same names.
+LoRA too: a LoRA run is merged before saving, so every stage's artifact is a plain checkpoint. And the KL guard
+that DPO and RLOO share with PPO's: a policy that drifts past its budget from SFT is rolled back and stopped."""
 
 from __future__ import annotations
 
@@ -121,3 +122,75 @@ def preference_dataset(tokenizer, rows: list[dict]):
     return Dataset.from_list([{**{k: r[k] for k in ("prompt", "chosen", "rejected")},
                                "length": max(tokens(r["prompt"] + r["chosen"]), tokens(r["prompt"] + r["rejected"]))}
                               for r in rows])
+
+
+@dataclass
+class KLGuardSettings:
+    """The `guards:` section of DPO and RLOO, as PPO's `guards.kl_budget`: every `every` steps and at the end, the
+    policy answers `prompts` training prompts at temperature 1 and its KL to SFT is estimated (core.compare); past
+    the budget, training stops and the weights go back to the last check within it."""
+    kl_budget: float = 12.0            # nats per answer, KL(policy || SFT); 0 = no guard
+    every: int = 50                    # steps between checks
+    prompts: int = 64
+    max_new_tokens: int = 48
+
+    def validate(self) -> None:
+        if self.kl_budget < 0 or self.every <= 0 or self.prompts <= 0 or self.max_new_tokens <= 0:
+            raise UserError("guards.kl_budget must be >= 0 (0 = off), guards.every, guards.prompts and "
+                            "guards.max_new_tokens positive")
+
+
+def kl_guard(settings: KLGuardSettings, reference, tokenizer, conversations: list[list[dict]], seed: int):
+    """A TrainerCallback enforcing `settings` against `reference` on these training conversations (None when off).
+    Its `report()` is what metrics.json keeps: the checks made and the guard, if it fired."""
+    if not settings.kl_budget:
+        return None
+    from transformers import TrainerCallback
+
+    from core.compare import kl_to_reference
+    from core.distributed import mean_over_ranks
+    distinct = {repr(c): c for c in conversations}    # a prompt once, however many pairs it has
+    prompts = [{"messages": c} for c in list(distinct.values())[:settings.prompts]]
+
+    class KLGuard(TrainerCallback):
+        def __init__(self):
+            self.checks, self.fired, self.last_good, self.skipped = [], None, None, None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if any(type(p).__name__ == "DTensor" or hasattr(p, "ds_id") for p in model.parameters()):
+                self.skipped = "parameters sharded across processes (FSDP, ZeRO-3): not checked"
+            else:
+                self.last_good = _trainable(model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if not self.skipped and (state.global_step % settings.every == 0 or state.global_step >= state.max_steps):
+                self.check(state, control, model)
+
+        def check(self, state, control, model):
+            kl = kl_to_reference(model, reference, tokenizer, prompts, settings.max_new_tokens, seed,
+                                 cached=False)["kl_per_sequence"]
+            kl = round(mean_over_ranks(kl)[0], 4)  # every rank takes the same decision
+            self.checks.append({"step": state.global_step, "kl": kl})
+            if kl <= settings.kl_budget:
+                self.last_good = _trainable(model)
+                return
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in self.last_good:
+                        p.copy_(self.last_good[name])
+            self.fired = {"guard": "kl_budget", "step": state.global_step, "kl": kl, "budget": settings.kl_budget,
+                          "rolled_back_to_step": self.checks[-2]["step"] if len(self.checks) > 1 else 0}
+            control.should_training_stop = True
+            print(f"guard fired at step {state.global_step}: KL to SFT {kl:.2f} nats per answer over the budget of "
+                  f"{settings.kl_budget}; rolled back to the last check within it and stopped")
+
+        def report(self) -> dict:
+            return {"kl_budget": settings.kl_budget, "checks": self.checks, "guard": self.fired,
+                    **({"skipped": self.skipped} if self.skipped else {})}
+
+    return KLGuard()
+
+
+def _trainable(model) -> dict:
+    """The weights training moves, copied to the CPU (a GPU keeps its memory for training)."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}

@@ -40,7 +40,8 @@ from core.model import load_causal_lm, save_checkpoint
 from core.reward import accuracy_report, implicit_pair_scores, pair_token_ids
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
-from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, preference_dataset, trl_args
+from core.training import (KLGuardSettings, LoraSettings, TrainSettings, kl_guard, last_checkpoint, lora_config,
+                           merge_lora, preference_dataset, trl_args)
 
 LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "robust": "robust"}
 
@@ -56,6 +57,7 @@ class DPOStageConfig:
     sft_weight: float = 0.0
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=1e-4, batch_size=16))
+    guards: KLGuardSettings = field(default_factory=KLGuardSettings)  # KL to SFT past its budget: roll back, stop
     eval: EvalSettings = field(default_factory=EvalSettings)
     columns: PreferenceColumns = field(default_factory=PreferenceColumns)  # hub datasets: which column is what
 
@@ -106,12 +108,13 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
                      # the other ranks of an in-memory dataset cannot read.
                      precompute_ref_log_probs=world_size() == 1)
     writer = SummaryWriter(str(stage.logs))
+    guard = kl_guard(cfg.guards, reference, tokenizer, [r["prompt"] for r in rows], cfg.seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         trainer = DPOTrainer(model=policy, ref_model=None, args=args, processing_class=tokenizer,
                              train_dataset=preference_dataset(tokenizer, rows),
                              peft_config=lora_config(cfg.lora, policy.config.num_hidden_layers),
-                             callbacks=[TensorBoardCallback(writer)])
+                             callbacks=[TensorBoardCallback(writer)] + ([guard] if guard else []))
         last = last_checkpoint(stage.checkpoints)
         if last:
             print(f"resuming from {last}")
@@ -135,6 +138,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
         "last_logged": {k: round(v, 4) for k, v in logs[-1].items() if isinstance(v, float)} if logs else None,
         "vs_sft": effect,
+        "guards": guard.report() if guard else None,
         "implicit_reward_test": implicit,
         "numerics": numerics.record(),
         "distributed": distributed,

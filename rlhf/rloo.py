@@ -32,7 +32,8 @@ from core.model import context_length, load_causal_lm, save_checkpoint
 from core.reward import ensemble_inputs, load_reward_ensemble
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
-from core.training import LoraSettings, TrainSettings, last_checkpoint, lora_config, merge_lora, trl_args
+from core.training import (KLGuardSettings, LoraSettings, TrainSettings, kl_guard, last_checkpoint, lora_config,
+                           merge_lora, trl_args)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class RLOOStageConfig:
     beta: float = 0.05                 # KL penalty to the SFT reference (0 = none, no reference model)
     lora: LoraSettings = field(default_factory=LoraSettings)  # as DPO's: which weights the reward may move
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=2e-5, batch_size=16))
+    guards: KLGuardSettings = field(default_factory=KLGuardSettings)  # KL to SFT past its budget: roll back, stop
     eval: EvalSettings = field(default_factory=EvalSettings)
     prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
 
@@ -83,13 +85,15 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
     common["train_sampling_strategy"] = "random"  # length grouping needs input_ids; these rows are prompts
     args = config_cls(**common, num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                       temperature=cfg.temperature, beta=cfg.beta, reward_weights=[1 / len(members)] * len(members))
+    guard = kl_guard(cfg.guards, reference, tok, [r["messages"] for r in rows], cfg.seed)
     tok.padding_side = "left"  # generation pads on the left
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         trainer = trainer_cls(model=policy, reward_funcs=[m for m, _ in members], args=args, processing_class=tok,
                               reward_processing_classes=[t for _, t in members],
                               peft_config=lora_config(cfg.lora, policy.config.num_hidden_layers),
-                              train_dataset=Dataset.from_list([{"prompt": r["messages"]} for r in rows]))
+                              train_dataset=Dataset.from_list([{"prompt": r["messages"]} for r in rows]),
+                              callbacks=[guard] if guard else None)
         last = last_checkpoint(stage.checkpoints)
         result = trainer.train(resume_from_checkpoint=last)
     tok.padding_side = "right"
@@ -106,7 +110,7 @@ def main(cfg: RLOOStageConfig, model: str, reward_model: str, prompts: str, held
                "train_runtime_s": round(result.metrics["train_runtime"], 2),
                "reward_first_logged": round(logged[0]["reward"], 4) if logged else None,
                "reward_last_logged": round(logged[-1]["reward"], 4) if logged else None,
-               "vs_sft": effect, "numerics": numerics.record(), "distributed": distributed}
+               "vs_sft": effect, "guards": guard.report() if guard else None, "numerics": numerics.record(), "distributed": distributed}
     stage.finish(metrics)
     print_report(cfg.method.upper(), effect)
     return metrics

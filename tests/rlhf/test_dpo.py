@@ -32,6 +32,28 @@ def test_dpo_stage_moves_the_policy_and_reports_the_effect(tmp_path, base_model_
     assert greedy["n"] == 8 and 0 <= greedy["win_rate"] <= 1 and greedy["ci95"][0] <= greedy["win_rate"] <= greedy["ci95"][1]
     assert 0.5 <= greedy["ceiling"] <= 1
     assert m["vs_sft"]["kl"]["mean_tokens"] > 0
+    guards = m["guards"]  # the KL guard checked at the last step (every 50 by default) and did not fire
+    assert guards["guard"] is None and [c["step"] for c in guards["checks"]] == [3] and guards["kl_budget"] == 12
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_dpo_past_its_kl_budget_is_rolled_back_to_the_last_check_within_it_and_stopped(tmp_path, base_model_dir,
+                                                                                        world_dir, pairs, lora):
+    from safetensors.torch import load_file
+    out = tmp_path / "dpo"
+    # a budget this small fires at the first check after the policy has moved (at lr 0.01, step 1's): training
+    # stops there, with the weights of the last check within it (none yet: the SFT weights themselves)
+    m = dpo.main(cfg("guards.kl_budget=0.001", "guards.every=1", "guards.prompts=8", "guards.max_new_tokens=8",
+                     "train.max_steps=6", *(["lora.enabled=true", "lora.r=4"] if lora else [])),
+                 str(base_model_dir), str(pairs[0]), str(world_dir / "prompts_heldout.jsonl"), str(out))
+    fired, checks = m["guards"]["guard"], m["guards"]["checks"]
+    assert fired["guard"] == "kl_budget" and fired["kl"] > 0.001 and m["steps"] == fired["step"] < 6
+    assert checks[-1] == {"step": fired["step"], "kl": fired["kl"]} and all(c["kl"] <= 0.001 for c in checks[:-1])
+    assert fired["rolled_back_to_step"] == (checks[-2]["step"] if len(checks) > 1 else 0)
+    if fired["rolled_back_to_step"] == 0:  # back to where it started: the SFT weights, bit for bit
+        before, after = load_file(base_model_dir / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (out / "DONE").exists() and m["vs_sft"]["kl"]["kl_per_sequence"] < fired["kl"]
 
 
 def test_dpo_config_refuses_unknown_losses_and_misplaced_smoothing():

@@ -29,6 +29,7 @@ def test_critic_free_methods_move_the_policy(tmp_path, base_model_dir, reward_di
     assert (out / "DONE").exists() and m["method"] == method and m["steps"] == 2
     assert (f"reward_weights_{members - 1}" in (out / "config.yaml").read_text())  # every member is read
     assert m["reward_first_logged"] is not None and "kl" in m["vs_sft"]
+    assert m["guards"]["guard"] is None and [c["step"] for c in m["guards"]["checks"]] == [2]  # checked at the end
     assert not torch.equal(weights(base_model_dir), weights(out / "model"))
     if lora:  # merged into a plain checkpoint, and only the adapted weights moved
         assert m["lora"] and m["lora_merge_max_abs_logit_diff"] < 1e-4
