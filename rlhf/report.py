@@ -56,6 +56,26 @@ def stage_provenance(stage_dir: Path) -> dict:
             if rec else None, "labels_sha256": (inputs.get("train") or {}).get("sha256")}
 
 
+def kl_guards(runs_dir: Path) -> list[list]:
+    """Each aligning stage's KL budget, the largest KL its guard measured (PPO: on each rollout; DPO, RLOO: at its
+    checks) and what fired, from the stages' metrics.json and config.yaml."""
+    rows = []
+    for stage in ("dpo", "ppo", "rloo"):
+        m = _json(runs_dir / stage / "metrics.json")
+        if not m or not (runs_dir / stage / "DONE").exists():
+            continue
+        if stage == "ppo":
+            rec = yaml.safe_load((runs_dir / stage / "config.yaml").read_text()) or {}
+            budget = ((rec.get("config") or {}).get("guards") or {}).get("kl_budget")
+            kls, fired = [h["kl"] for h in m.get("history") or []], m.get("guard")
+        else:
+            g = m.get("guards") or {}
+            budget, kls, fired = g.get("kl_budget"), [c["kl"] for c in g.get("checks") or []], g.get("guard")
+        rows.append([stage, budget if budget is not None else "none", f"{max(kls):.2f}" if kls else "",
+                     "no" if not fired else f"{fired['guard']} at step {fired['step']}"])
+    return rows
+
+
 # ---------------------------------------------------------------- the report document (Markdown and HTML from one list)
 
 class Report:
@@ -411,6 +431,11 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
     if ppo_hist:
         rep.image(plot(plots / "ppo_reward_vs_kl.png", ppo_figure(ppo_hist)), "PPO: reward-model score against KL")
     rep.image(plot(plots / "lengths.png", lengths_figure(metrics["lengths"], key)), f"Answer lengths, {key}")
+    guards = kl_guards(runs_dir)
+    if guards:
+        rep.p("KL guards: past its budget a stage rolls back to its last policy within it and stops. PPO measures "
+              "KL on every rollout, DPO and RLOO at their checks (64 training prompts, temperature 1).")
+        rep.table(["stage", "KL budget (nats/answer)", "largest KL measured", "guard fired"], guards)
     prov = {s: stage_provenance(runs_dir / s) for s in STAGES[:-1] if (runs_dir / s / "DONE").exists()}
     derived["stages"] = prov
     rep.table(["stage", "wall time", "throughput", "git commit", "config sha256", "labels sha256 (train pairs)"],

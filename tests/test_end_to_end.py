@@ -42,7 +42,8 @@ def test_make_all_micro(tmp_path):
     assert len(votes) == 2 * 8 * 6                  # 2 scripted annotators x 8 prompts x C(4 models, 2)
     report = (runs / "eval" / "report.md").read_text()
     for section in ("## Did alignment help?", "## Reward model and the labels behind it", "## Arena: blind side-by-side",
-                    "## The same prompts, every model", "## Training", "Ceiling", "held-out perplexity"):
+                    "## The same prompts, every model", "## Training", "Ceiling", "held-out perplexity",
+                    "| stage | KL budget (nats/answer) | largest KL measured | guard fired |"):
         assert section in report, section
     assert "| pairs | reward model | DPO's implicit reward | label ceiling |" in report  # the two readouts of one set of labels
     ev = json.loads((runs / "eval" / "metrics.json").read_text())

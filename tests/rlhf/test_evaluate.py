@@ -176,3 +176,22 @@ def test_the_make_all_summary_is_short_and_names_the_control_and_the_next_steps(
     assert "DPO's implicit reward 79.1 %" in text
     assert "pretrain 365 s" in text and "reward 67 s" in text and "7 min 12 s in all" in text
     assert str(tmp_path / "eval" / "report.html") in text and "make round AUTO=1" in text
+
+
+def test_the_report_lists_each_aligning_stages_kl_budget_what_it_measured_and_what_fired(tmp_path):
+    import json
+    from rlhf.report import kl_guards
+
+    def stage(name, metrics, config=None):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / name / "config.yaml").write_text(json.dumps({"config": config or {}}))
+        (tmp_path / name / "DONE").write_text("")
+    stage("dpo", {"guards": {"kl_budget": 12.0, "checks": [{"step": 72, "kl": 1.05}, {"step": 144, "kl": 1.98}],
+                             "guard": None}})
+    stage("ppo", {"history": [{"kl": 0.4}, {"kl": 13.1}], "guard": {"guard": "kl_budget", "step": 1}},
+          {"guards": {"kl_budget": 12.0}})
+    stage("rloo", {"guards": None})                           # a run with the guard off (guards.kl_budget=0)
+    (tmp_path / "ppo-unfinished").mkdir()
+    assert kl_guards(tmp_path) == [["dpo", 12.0, "1.98", "no"], ["ppo", 12.0, "13.10", "kl_budget at step 1"],
+                                   ["rloo", "none", "", "no"]]
