@@ -157,14 +157,18 @@ def kl_guard(settings: KLGuardSettings, reference, tokenizer, conversations: lis
             self.checks, self.fired, self.last_good, self.skipped = [], None, None, None
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if any(type(p).__name__ == "DTensor" or hasattr(p, "ds_id") for p in model.parameters()):
-                self.skipped = "parameters sharded across processes (FSDP, ZeRO-3): not checked"
-            else:
-                self.last_good = _trainable(model)
+            self.last_good = None if self.sharded(model) else _trainable(model)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if not self.skipped and (state.global_step % settings.every == 0 or state.global_step >= state.max_steps):
-                self.check(state, control, model)
+            if state.global_step % settings.every == 0 or state.global_step >= state.max_steps:
+                if not self.sharded(model):
+                    self.check(state, control, model)
+
+        def sharded(self, model) -> bool:
+            """Sharded weights (FSDP2, ZeRO-3) answer only in step across the ranks: not checked there."""
+            if any(type(p).__name__ == "DTensor" or hasattr(p, "ds_id") for p in model.parameters()):
+                self.skipped = "parameters sharded across processes (FSDP, ZeRO-3): not checked"
+            return self.skipped is not None
 
         def check(self, state, control, model):
             kl = kl_to_reference(model, reference, tokenizer, prompts, settings.max_new_tokens, seed,
