@@ -193,7 +193,7 @@ $(RUNS)/dpo/DONE: $(PREFS_DONE) $(RUNS)/sft/DONE $(SET)/dpo.json rlhf/dpo.py cor
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(RUNS)/dpo $(call args,dpo)
 
 ppo: $(RUNS)/ppo/DONE ## align the SFT policy with PPO against the reward model (own PPO; KL and length guards)
-$(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(SET)/ppo.json rlhf/ppo.py core/ppo_math.py core/compare.py core/onednn.py core/precision.py
+$(RUNS)/ppo/DONE: $(RUNS)/reward/DONE $(RUNS)/sft/DONE $(SET)/ppo.json rlhf/ppo.py core/ppo_math.py core/compare.py core/onednn.py core/precision.py core/training.py
 	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(RUNS)/reward/model \
 		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
 		--out $(RUNS)/ppo $(call args,ppo)

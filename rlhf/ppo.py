@@ -47,6 +47,7 @@ from core.precision import apply as apply_precision, autocast, check as check_pr
 from core.ppo_math import adaptive_kl_coef, gae, kl_estimate, masked_mean, policy_loss, token_rewards, value_loss, whiten
 from core.reward import ensemble_inputs, ensemble_scores, load_reward_ensemble
 from core.tokenizer import check_chat_contract, load_tokenizer
+from core.training import LoraSettings, lora_config, merge_lora
 
 
 @dataclass
@@ -87,6 +88,7 @@ class PPOStageConfig:
     seed: int = 0
     ppo: PPOSettings = field(default_factory=PPOSettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # as DPO's and RLOO's: which weights the reward may move
     eval: EvalSettings = field(default_factory=EvalSettings)
     prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
 
@@ -162,10 +164,13 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
     for m in (reference, *scorers):
         m.requires_grad_(False)
     numerics = apply_precision(p.precision, policy, reference, critic, *scorers)
+    if cfg.lora.enabled:  # adapters on the chosen weights only; merged into a plain checkpoint at the end
+        from peft import get_peft_model
+        policy = get_peft_model(policy, lora_config(cfg.lora, policy.config.num_hidden_layers))
     accelerator = accelerator_for(numerics.bf16)
     main_process, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     # Fused: one kernel per step for all parameters (on a CPU torch's default loops over them, ~3 s of the stage).
-    opt_pi = torch.optim.AdamW(policy.parameters(), lr=p.lr, fused=True)
+    opt_pi = torch.optim.AdamW([w for w in policy.parameters() if w.requires_grad], lr=p.lr, fused=True)
     opt_v = torch.optim.AdamW(critic.parameters(), lr=p.value_lr, fused=True)
     policy, opt_pi, critic, opt_v = accelerator.prepare(policy, opt_pi, critic, opt_v)
     reference, dev = reference.to(accelerator.device), accelerator.device  # rollouts' tensors live there too
@@ -252,9 +257,11 @@ def main(cfg: PPOStageConfig, model: str, reward_model: str, prompts: str, heldo
         return {"rank": rank, "distributed": distributed}
     writer.close()
 
+    sampler, merge_diff = merge_lora(sampler, tok)  # a plain model under LoRA too
     save_checkpoint(sampler, tok, stage.model)
     effect = policy_vs_reference(sampler.eval(), reference, tok, eval_prompts, cfg.eval, cfg.seed)
     metrics = {"steps_completed": len(history), "guard": guard, "train_s": round(train_s, 1),
+               "lora": cfg.lora.enabled, "lora_merge_max_abs_logit_diff": merge_diff,
                "samples_per_s": round(len(history) * p.rollout_batch * world / train_s, 2) if history else None,
                "history": history, "vs_sft": effect, "numerics": numerics.record(), "distributed": distributed}
     stage.finish(metrics)

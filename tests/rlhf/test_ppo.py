@@ -31,6 +31,19 @@ def test_ppo_updates_the_policy_and_writes_history(tmp_path, base_model_dir, rew
     assert "kl" in m["vs_sft"]
 
 
+def test_ppo_through_lora_moves_only_the_adapted_weights_and_saves_a_plain_checkpoint(tmp_path, base_model_dir,
+                                                                                        reward_dir, world_dir):
+    from safetensors.torch import load_file
+    m = run(tmp_path, base_model_dir, reward_dir, world_dir, "guards.kl_budget=1000", "guards.min_length_ratio=0",
+            "guards.max_length_ratio=100", "lora.enabled=true", "lora.r=4", "lora.layers=[0]",
+            "lora.target_modules=[gate_proj,up_proj,down_proj]", "ppo.lr=0.01")
+    assert m["steps_completed"] == 2 and m["lora"] and m["lora_merge_max_abs_logit_diff"] < 1e-4
+    before, after = load_file(base_model_dir / "model.safetensors"), load_file(tmp_path / "ppo/model/model.safetensors")
+    assert before.keys() == after.keys()  # merged: a stock checkpoint, no adapter keys
+    assert {k for k in after if not torch.equal(before[k], after[k])} == {
+        f"model.layers.0.mlp.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")}
+
+
 def test_ppo_scores_with_every_member_of_the_reward_ensemble(tmp_path, base_model_dir, reward_dir, world_dir):
     stage = tmp_path / "reward"
     shutil.copytree(reward_dir, stage / "model")
