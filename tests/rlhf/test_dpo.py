@@ -37,23 +37,45 @@ def test_dpo_stage_moves_the_policy_and_reports_the_effect(tmp_path, base_model_
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_dpo_past_its_kl_budget_is_rolled_back_to_the_last_check_within_it_and_stopped(tmp_path, base_model_dir,
-                                                                                        world_dir, pairs, lora):
+def test_dpo_that_ends_past_its_kl_budget_keeps_the_weights_of_its_last_check_within_it(tmp_path, base_model_dir,
+                                                                                       world_dir, pairs, lora):
     from safetensors.torch import load_file
     out = tmp_path / "dpo"
-    # a budget this small fires at the first check after the policy has moved (at lr 0.01, step 1's): training
-    # stops there, with the weights of the last check within it (none yet: the SFT weights themselves)
-    m = dpo.main(cfg("guards.kl_budget=0.001", "guards.every=1", "guards.prompts=8", "guards.max_new_tokens=8",
+    # a budget this small: every check after the policy moved (at lr 0.01, from step 1 on) is past it, so the run
+    # trains to its end and then hands on the weights it started from
+    m = dpo.main(cfg("guards.kl_budget=0.001", "guards.every=2", "guards.prompts=8", "guards.max_new_tokens=8",
                      "train.max_steps=6", *(["lora.enabled=true", "lora.r=4"] if lora else [])),
                  str(base_model_dir), str(pairs[0]), str(world_dir / "prompts_heldout.jsonl"), str(out))
     fired, checks = m["guards"]["guard"], m["guards"]["checks"]
-    assert fired["guard"] == "kl_budget" and fired["kl"] > 0.001 and m["steps"] == fired["step"] < 6
-    assert checks[-1] == {"step": fired["step"], "kl": fired["kl"]} and all(c["kl"] <= 0.001 for c in checks[:-1])
-    assert fired["rolled_back_to_step"] == (checks[-2]["step"] if len(checks) > 1 else 0)
-    if fired["rolled_back_to_step"] == 0:  # back to where it started: the SFT weights, bit for bit
-        before, after = load_file(base_model_dir / "model.safetensors"), load_file(out / "model" / "model.safetensors")
-        assert all(torch.equal(before[k], after[k]) for k in before)
-    assert (out / "DONE").exists() and m["vs_sft"]["kl"]["kl_per_sequence"] < fired["kl"]
+    assert m["steps"] == 6 and [c["step"] for c in checks] == [2, 4, 6] and all(c["kl"] > 0.001 for c in checks)
+    assert fired == {"guard": "kl_budget", "step": 6, "kl": checks[-1]["kl"], "budget": 0.001, "rolled_back_to_step": 0}
+    before, after = load_file(base_model_dir / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the SFT weights, bit for bit
+    assert (out / "DONE").exists() and m["vs_sft"]["kl"]["kl_per_sequence"] == pytest.approx(0, abs=1e-4)
+
+
+def test_a_check_past_the_kl_budget_mid_way_does_not_stop_a_run_that_ends_within_it(tmp_path, base_model_dir,
+                                                                                   world_dir, pairs):
+    from transformers import TrainerControl, TrainerState
+
+    from core.model import load_causal_lm
+    from core.tokenizer import load_tokenizer
+    from core.training import KLGuardSettings, kl_guard
+    policy, reference = load_causal_lm(base_model_dir), load_causal_lm(base_model_dir)
+    guard = kl_guard(KLGuardSettings(kl_budget=1.0, every=1, prompts=4, max_new_tokens=6), reference,
+                     load_tokenizer(base_model_dir), [[{"role": "user", "content": "What is 2 plus 3?"}]], seed=0)
+    state, control = TrainerState(max_steps=3), TrainerControl()
+    guard.on_train_begin(None, state, control, model=policy)
+    start = {n: p.clone() for n, p in policy.named_parameters()}
+    for step, scale in ((1, 0.0), (2, 5.0), (3, 0.0)):   # step 2: far from SFT (noise on the head); step 3: back
+        with torch.no_grad():
+            for n, p in policy.named_parameters():
+                p.copy_(start[n] + scale * torch.randn_like(p) * n.endswith("embed_tokens.weight"))
+        state.global_step = step
+        guard.on_step_end(None, state, control, model=policy)
+    guard.on_train_end(None, state, control, model=policy)
+    kls = [c["kl"] for c in guard.report()["checks"]]
+    assert kls[1] > 1.0 >= max(kls[0], kls[2]) and not control.should_training_stop and guard.report()["guard"] is None
 
 
 def test_dpo_config_refuses_unknown_losses_and_misplaced_smoothing():
