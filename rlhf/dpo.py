@@ -57,7 +57,7 @@ class DPOStageConfig:
     sft_weight: float = 0.0
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=1e-4, batch_size=16))
-    guards: KLGuardSettings = field(default_factory=KLGuardSettings)  # KL to SFT past its budget: roll back, stop
+    guards: KLGuardSettings = field(default_factory=KLGuardSettings)  # KL budget (core.training.kl_guard)
     eval: EvalSettings = field(default_factory=EvalSettings)
     columns: PreferenceColumns = field(default_factory=PreferenceColumns)  # hub datasets: which column is what
 

@@ -47,7 +47,7 @@ class RLOOStageConfig:
     beta: float = 0.05                 # KL penalty to the SFT reference (0 = none, no reference model)
     lora: LoraSettings = field(default_factory=LoraSettings)  # as DPO's: which weights the reward may move
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=2e-5, batch_size=16))
-    guards: KLGuardSettings = field(default_factory=KLGuardSettings)  # KL to SFT past its budget: roll back, stop
+    guards: KLGuardSettings = field(default_factory=KLGuardSettings)  # KL budget (core.training.kl_guard)
     eval: EvalSettings = field(default_factory=EvalSettings)
     prompt_source: PromptSource = field(default_factory=PromptSource)  # which columns of --prompts hold what
 
