@@ -6,12 +6,13 @@ reads the score at the last non-pad token, which needs `config.pad_token_id` set
 differ from EOS or the score would be read at the wrong place. Both are checked here.
 
 A DPO policy defines a reward model too (its implicit reward, beta * log pi / pi_ref summed over the
-response's tokens): `implicit_pair_scores` scores held-out pairs with it, so the two can be compared
-on the same labels with `accuracy_report`.
+response's tokens, or that log-ratio in the form its f-divergence gives it): `implicit_pair_scores` scores
+held-out pairs with it, so the two can be compared on the same labels with `accuracy_report`.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -141,13 +142,21 @@ def pair_token_ids(tokenizer, rows: list[dict]) -> list[tuple[list[int], list[in
     return out
 
 
+# A reply's implicit reward given its log-ratio x = log pi(reply) - log pi_ref(reply), per divergence (f-DPO): beta
+# times f'(pi / pi_ref), the score DPO's loss compares (TRL's f_divergence_type). Each is increasing in x, so a
+# pair's order, and the accuracy, is the same under all three; the margins differ. exp(-x) is clamped: a reply
+# the policy pushed hundreds of nats down would overflow a float.
+IMPLIED = {"reverse_kl": lambda x: x, "forward_kl": lambda x: 1 - math.exp(min(-x, 700.0)),
+           "js_divergence": lambda x: math.log(2) - math.log1p(math.exp(min(-x, 700.0)))}
+
+
 def implicit_pair_scores(policy, reference, pad_id: int, pairs: list[tuple[list[int], list[int], list[int]]],
-                         beta: float) -> list[tuple[float, float]]:
+                         beta: float, divergence: str = "reverse_kl") -> list[tuple[float, float]]:
     """(r_chosen, r_rejected) under the implicit reward of a DPO policy: beta * sum_t [log pi - log pi_ref]
-    over the reply's tokens (`pairs` from `pair_token_ids`)."""
+    over the reply's tokens (`pairs` from `pair_token_ids`), or that log-ratio in `divergence`'s form (IMPLIED)."""
     prompts = [p for p, _, _ in pairs for _ in range(2)]
     replies = [x for _, c, r in pairs for x in (c, r)]
     # Small batches: the log-softmax over a hub model's vocabulary for long replies is the memory here.
     mine, ref = (completion_logprobs(m, prompts, replies, pad_id, batch_size=8) for m in (policy, reference))
-    r = [beta * (sum(a) - sum(b)) for a, b in zip(mine, ref)]
+    r = [beta * IMPLIED[divergence](sum(a) - sum(b)) for a, b in zip(mine, ref)]
     return list(zip(r[0::2], r[1::2]))

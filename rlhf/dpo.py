@@ -13,11 +13,15 @@ Writes: <out>/model (HF checkpoint; a LoRA run is merged), <out>/checkpoints (re
 Loss (`loss_type`): sigmoid (the DPO paper), ipo, or robust (sigmoid with label smoothing: the share
 of pairs assumed mislabeled); `sft_weight` adds the chosen answers' negative log-likelihood (RPO),
 which kept the weakest skill (story lookups) from eroding while the preference term moved the style.
-beta sets how far the policy may move from the reference. The code's defaults are gentle (lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one
+beta sets how far the policy may move from the reference, and `divergence` how that distance is measured
+(f-DPO, Wang et al. 2023): reverse_kl is the DPO paper's; under forward_kl a reply's score is
+1 - pi_SFT / pi, which saturates once a rejected reply is unlikely enough, so the policy stops pushing it
+down (on the tiny world: sums kept, a third of the KL; docs/evaluation.md). The code's defaults are gentle (lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one
 generic answer at higher settings while its training metrics looked healthy, so the evaluation
 here watches correctness, answer diversity and KL, not only the win rate (core/compare.py).
 
-With --test, the trained policy's implicit reward (beta * log pi / pi_SFT over a reply's tokens) is
+With --test, the trained policy's implicit reward (beta * log pi / pi_SFT over a reply's tokens, in the
+divergence's form) is
 scored on the held-out pairs the reward model is scored on, split the same way (metrics.json
 `implicit_reward_test`): the two ways of learning the same labels, side by side.
 """
@@ -44,6 +48,7 @@ from core.training import (KLGuardSettings, LoraSettings, TrainSettings, kl_guar
                            merge_lora, preference_dataset, trl_args)
 
 LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "robust": "robust"}
+DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence")
 
 
 @dataclass
@@ -52,6 +57,7 @@ class DPOStageConfig:
     beta: float = 0.1
     loss_type: str = "sigmoid"         # sigmoid | ipo | robust
     label_smoothing: float = 0.0       # robust only: assumed share of flipped labels
+    divergence: str = "reverse_kl"     # reverse_kl (the DPO paper) | forward_kl | js_divergence
     # Weight of a negative log-likelihood term on the chosen answers (RPO, Pang et al. 2024; 0 = plain DPO):
     # keeps what the preferred answers get right likely while the preference term moves the style.
     sft_weight: float = 0.0
@@ -64,6 +70,8 @@ class DPOStageConfig:
     def validate(self) -> None:
         if self.loss_type not in LOSSES:
             raise UserError(f"loss_type must be one of {', '.join(LOSSES)}, got {self.loss_type!r}")
+        if self.divergence not in DIVERGENCES:
+            raise UserError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}")
         if self.beta <= 0:
             raise UserError(f"beta must be positive, got {self.beta}")
         if self.sft_weight < 0:
@@ -99,7 +107,7 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     numerics = apply_precision(cfg.train.precision, policy, reference)
     # remove_unused_columns off: the sampler reads preference_dataset's `length`, the collator takes its own keys.
     args = DPOConfig(**trl_args(cfg.train, cfg.seed, stage.checkpoints, numerics.bf16), remove_unused_columns=False,
-                     beta=cfg.beta, label_smoothing=cfg.label_smoothing,
+                     beta=cfg.beta, label_smoothing=cfg.label_smoothing, f_divergence_type=cfg.divergence,
                      loss_type=[LOSSES[cfg.loss_type]] + (["sft"] if cfg.sft_weight else []),
                      loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
                      disable_dropout=True,
@@ -129,10 +137,10 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     save_checkpoint(policy, tokenizer, stage.model)
     effect = policy_vs_reference(policy.eval(), reference, tokenizer, prompts, cfg.eval, cfg.seed)
     implicit = accuracy_report(test_rows, implicit_pair_scores(policy, reference, tokenizer.pad_token_id, test_ids,
-                                                               cfg.beta)) if test_rows else None
+                                                               cfg.beta, cfg.divergence)) if test_rows else None
     metrics = {
         "pairs": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
-        "beta": cfg.beta, "loss_type": cfg.loss_type, "sft_weight": cfg.sft_weight, "lora": cfg.lora.enabled,
+        "beta": cfg.beta, "loss_type": cfg.loss_type, "divergence": cfg.divergence, "sft_weight": cfg.sft_weight, "lora": cfg.lora.enabled,
         "lora_merge_max_abs_logit_diff": merge_diff,
         "train_runtime_s": round(result.metrics["train_runtime"], 2),
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),

@@ -1,13 +1,14 @@
 """DPO's implicit reward on preference pairs (core/reward.py), checked against a forward pass by hand."""
 
 import copy
+import math
 
 import pytest
 import torch
 
 from core.config import UserError
 from core.model import load_causal_lm
-from core.reward import accuracy_report, implicit_pair_scores, pair_token_ids
+from core.reward import IMPLIED, accuracy_report, implicit_pair_scores, pair_token_ids
 
 ROWS = [{"prompt": [{"role": "user", "content": "What is 2 plus 3?"}],
          "chosen": [{"role": "assistant", "content": "2 plus 3 is 5."}],
@@ -34,6 +35,22 @@ def test_implicit_reward_is_beta_times_the_replys_log_ratio(tokenizer, base_mode
     # the reference against itself defines no reward: every margin is 0, so no pair counts as won
     same = implicit_pair_scores(reference, reference, tokenizer.pad_token_id, ids * 3, beta=0.5)
     assert same == [(0.0, 0.0)] * 3 and accuracy_report(ROWS * 3, same)["accuracy"] == 0.0
+
+
+def test_implicit_reward_takes_the_form_of_the_divergence_and_keeps_every_pairs_order(tokenizer, base_model_dir,
+                                                                                   other_model_dir):
+    ids = pair_token_ids(tokenizer, ROWS)
+    policy, reference = load_causal_lm(other_model_dir).eval(), load_causal_lm(base_model_dir).eval()
+    (rc, rr), = implicit_pair_scores(policy, reference, tokenizer.pad_token_id, ids, beta=0.5)
+    (fc, fr), = implicit_pair_scores(policy, reference, tokenizer.pad_token_id, ids, beta=0.5, divergence="forward_kl")
+    (jc, jr), = implicit_pair_scores(policy, reference, tokenizer.pad_token_id, ids, beta=0.5, divergence="js_divergence")
+    for r, f, j in ((rc, fc, jc), (rr, fr, jr)):  # r = 0.5 x: forward 0.5 (1 - e^-x), JS 0.5 log(2 sigmoid(x))
+        x = r / 0.5
+        assert f == pytest.approx(0.5 * (1 - math.exp(-x)), rel=1e-6)
+        assert j == pytest.approx(0.5 * math.log(2 / (1 + math.exp(-x))), rel=1e-6)
+    assert (rc > rr) == (fc > fr) == (jc > jr) and rc != rr
+    # a reply pushed far down does not overflow: its forward-KL score is finite and very negative
+    assert IMPLIED["forward_kl"](-5000.0) < -1e300 and IMPLIED["js_divergence"](-5000.0) < -600
 
 
 def test_a_template_that_renders_the_prompt_otherwise_once_answered_is_refused(tokenizer):

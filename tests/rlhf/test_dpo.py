@@ -14,14 +14,16 @@ def cfg(*over):
                                                   "eval.max_new_tokens=6", *over])
 
 
-@pytest.mark.parametrize("over", [[], ["loss_type=robust", "label_smoothing=0.1", "lora.enabled=true", "lora.r=4"]],
-                         ids=["sigmoid-full", "robust-lora"])
+@pytest.mark.parametrize("over", [[], ["loss_type=robust", "label_smoothing=0.1", "divergence=forward_kl",
+                                       "lora.enabled=true", "lora.r=4"]],
+                         ids=["sigmoid-full", "robust-forward_kl-lora"])
 def test_dpo_stage_moves_the_policy_and_reports_the_effect(tmp_path, base_model_dir, world_dir, pairs, over):
     from transformers import AutoModelForCausalLM
     out = tmp_path / "dpo"
     m = dpo.main(cfg(*over), str(base_model_dir), str(pairs[0]), str(world_dir / "prompts_heldout.jsonl"), str(out),
                  test=str(pairs[1]))
     assert (out / "DONE").exists() and m["steps"] == 3 and m["pairs"] == 40
+    assert m["divergence"] == ("forward_kl" if "divergence=forward_kl" in over else "reverse_kl")
     implicit = m["implicit_reward_test"]  # the trained policy's own reward on the reward model's held-out pairs
     assert implicit["pairs"] == 8 and 0 <= implicit["accuracy"] <= 1 and implicit["mean_margin"] != 0
     before = AutoModelForCausalLM.from_pretrained(base_model_dir)
@@ -78,9 +80,11 @@ def test_a_check_past_the_kl_budget_mid_way_does_not_stop_a_run_that_ends_within
     assert kls[1] > 1.0 >= max(kls[0], kls[2]) and not control.should_training_stop and guard.report()["guard"] is None
 
 
-def test_dpo_config_refuses_unknown_losses_and_misplaced_smoothing():
+def test_dpo_config_refuses_unknown_losses_divergences_and_misplaced_smoothing():
     with pytest.raises(UserError, match="loss_type must be one of"):
         cfg("loss_type=hinge2")
+    with pytest.raises(UserError, match="divergence must be one of reverse_kl, forward_kl, js_divergence"):
+        cfg("divergence=alpha_divergence")
     with pytest.raises(UserError, match="robust only"):
         cfg("label_smoothing=0.1")
 
