@@ -360,7 +360,8 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
                   "check the task itself: the sum, the name in the story); preference = equally correct, different style; "
                   "capability pairs again by whether the more correct reply also has the better style (style with) or the "
                   "worse (style against: a judge that reads the style but cannot check the task orders these backwards)."
-                  + (" Next to it, the DPO policy's implicit reward (beta * log pi / pi_SFT over the reply's tokens), "
+                  + (" Next to it, the DPO policy's implicit reward (beta * log pi / pi_SFT over the reply's tokens, or "
+                     "beta * (1 - pi_SFT / pi) under forward KL: the same order of every pair), "
                      "learned from the same training pairs, on the same held-out pairs; the control DPO's, trained on them "
                      "with their direction shuffled (make bench-control), is what it knows without the labels."
                      if implicit else ""))
