@@ -7,14 +7,14 @@ main process writes artifacts and runs the evaluations; every process trains.
 
 `in_sync(model)` is the check that DDP did its job: a digest of every parameter's bytes, gathered from all
 ranks. Stages record it in metrics.json ("distributed"), and the 2-process test asserts the digests match.
+torch is imported where it is used: a one-process stage that trains nothing (world, export, the scripted
+annotators) starts a second sooner without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-
-import torch
 
 
 def world_size() -> int:
@@ -35,13 +35,19 @@ def per_process_threads() -> int:
 
 
 def barrier() -> None:
+    if world_size() == 1:  # no group to wait for
+        return
+    import torch
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
 
 def ensure_initialized() -> None:
     """Join the process group the launcher describes (gloo on CPU, nccl on GPUs); a no-op in one process."""
-    if world_size() > 1 and not torch.distributed.is_initialized():
+    if world_size() == 1:
+        return
+    import torch
+    if not torch.distributed.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -58,6 +64,7 @@ def param_digest(model: torch.nn.Module) -> str:
 
 def in_sync(model: torch.nn.Module) -> dict:
     """Every rank's parameter digest (a collective: call it on all ranks). One process: world_size 1."""
+    import torch
     digest = param_digest(model)
     digests = [digest]
     if world_size() > 1 and torch.distributed.is_initialized():
@@ -78,6 +85,7 @@ def accelerator_for(bf16: bool):
     accelerate keeps one state per process and refuses a second Accelerator in other numerics, so a stage run
     after another in one process (the tests, a notebook; the auto pick differs by model shape) would fail:
     like transformers' TrainingArguments, drop the previous stage's state first (the process group stays)."""
+    import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -96,6 +104,7 @@ def engines() -> tuple[str, str]:
 
 def mean_over_ranks(*values: float) -> list[float]:
     """Average scalars over all ranks (a collective), so every rank takes the same decision."""
+    import torch
     t = torch.tensor(values, dtype=torch.float64)
     if world_size() > 1 and torch.distributed.is_initialized():
         if torch.distributed.get_backend() == "nccl":

@@ -23,10 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from core.config import UserError
-from core.model import to_inference_device
 
 KINDS = ("scripted", "reward_model", "llm")
 
@@ -105,7 +102,10 @@ def _chat_tokenizer(name: str, path: str):
 
 class RewardModelJudge:
     def __init__(self, path: str, batch_size: int = 16):
+        import torch
         from transformers import AutoModelForSequenceClassification
+
+        from core.model import to_inference_device
         name, arch = _checkpoint(path)
         if not arch.endswith("ForSequenceClassification"):
             raise UserError(f"judge.path {path}: a reward_model judge is a sequence-classification checkpoint, this "
@@ -135,7 +135,10 @@ def parse_verdict(reply: str) -> str | None:
 
 class LLMJudge:
     def __init__(self, path: str, max_new_tokens: int = 8, batch_size: int = 16):
+        import torch
         from transformers import AutoModelForCausalLM
+
+        from core.model import to_inference_device
         name, arch = _checkpoint(path)
         if not arch.endswith("ForCausalLM"):
             raise UserError(f"judge.path {path}: an llm judge is a causal LM, this one is {arch}; use judge.kind "
@@ -231,6 +234,7 @@ def win_rate(outcomes: list[float], n_boot: int = 2000, seed: int = 0, samples: 
     """Mean outcome (ties half) with a 95 % bootstrap CI over prompts, and the counts. With `samples` answers per
     prompt (sample-major: prompt i's j-th answer at j * prompts + i) the CI resamples prompts, each with all its
     answers; the counts are over every answer."""
+    import torch  # here, not at the top: the scripted annotators' stages never load it
     n = _prompts(outcomes, samples)
     per_prompt = torch.tensor(outcomes, dtype=torch.float64).view(samples, n).mean(0)
     gen = torch.Generator().manual_seed(seed)
