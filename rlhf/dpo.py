@@ -16,14 +16,14 @@ which kept the weakest skill (story lookups) from eroding while the preference t
 beta sets how far the policy may move from the reference, and `divergence` how that distance is measured
 (f-DPO, Wang et al. 2023): reverse_kl is the DPO paper's; under forward_kl a reply's score is
 1 - pi_SFT / pi, which saturates once a rejected reply is unlikely enough, so the policy stops pushing it
-down (on the tiny world: sums kept, a third of the KL; docs/evaluation.md). The code's defaults are gentle (lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one
-generic answer at higher settings while its training metrics looked healthy, so the evaluation
-here watches correctness, answer diversity and KL, not only the win rate (core/compare.py).
+down (on the tiny world: sums kept, a third of the KL; docs/evaluation.md). The code's defaults are gentle
+(lr 1e-4, one epoch, beta 0.1): a prototype of this chain collapsed to one generic answer at higher settings
+while its training metrics looked healthy, so the evaluation here watches correctness, answer diversity and KL,
+not only the win rate (core/compare.py).
 
 With --test, the trained policy's implicit reward (beta * log pi / pi_SFT over a reply's tokens, in the
-divergence's form) is
-scored on the held-out pairs the reward model is scored on, split the same way (metrics.json
-`implicit_reward_test`): the two ways of learning the same labels, side by side.
+divergence's form) is scored on the held-out pairs the reward model is scored on, split the same way
+(metrics.json `implicit_reward_test`): the two ways of learning the same labels, side by side.
 """
 
 from __future__ import annotations
@@ -41,14 +41,13 @@ from core.config import UserError, cli
 from core.data import PreferenceColumns, load_preferences, load_rows
 from core.distributed import in_sync, is_main, per_process_threads, world_size
 from core.model import load_causal_lm, save_checkpoint
-from core.reward import accuracy_report, implicit_pair_scores, pair_token_ids
+from core.reward import IMPLIED, accuracy_report, implicit_pair_scores, pair_token_ids
 from core.tokenizer import check_chat_contract, load_tokenizer
 from core.precision import apply as apply_precision
 from core.training import (KLGuardSettings, LoraSettings, TrainSettings, kl_guard, last_checkpoint, lora_config,
                            merge_lora, preference_dataset, trl_args)
 
 LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "robust": "robust"}
-DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence")
 
 
 @dataclass
@@ -70,8 +69,8 @@ class DPOStageConfig:
     def validate(self) -> None:
         if self.loss_type not in LOSSES:
             raise UserError(f"loss_type must be one of {', '.join(LOSSES)}, got {self.loss_type!r}")
-        if self.divergence not in DIVERGENCES:
-            raise UserError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}")
+        if self.divergence not in IMPLIED:
+            raise UserError(f"divergence must be one of {', '.join(IMPLIED)}, got {self.divergence!r}")
         if self.beta <= 0:
             raise UserError(f"beta must be positive, got {self.beta}")
         if self.sft_weight < 0:
@@ -140,7 +139,8 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
                                                                cfg.beta, cfg.divergence)) if test_rows else None
     metrics = {
         "pairs": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
-        "beta": cfg.beta, "loss_type": cfg.loss_type, "divergence": cfg.divergence, "sft_weight": cfg.sft_weight, "lora": cfg.lora.enabled,
+        "beta": cfg.beta, "loss_type": cfg.loss_type, "divergence": cfg.divergence, "sft_weight": cfg.sft_weight,
+        "lora": cfg.lora.enabled,
         "lora_merge_max_abs_logit_diff": merge_diff,
         "train_runtime_s": round(result.metrics["train_runtime"], 2),
         "final_train_loss": round(result.metrics.get("train_loss", float("nan")), 4),
