@@ -19,16 +19,17 @@ export GRADIO_ANALYTICS_ENABLED := False
 # Answers a model already gave (same weights, numerics, prompts, seeds) are read back, not generated again: SFT's
 # answers serve the reward stage's best-of-n, DPO's, PPO's and RLOO's own lines and the report (core/answer_cache.py).
 export ANSWER_CACHE := $(RUNS)/answers
-# tcmalloc makes small-model CPU training 10-30 % faster (allocator churn); used when present.
+# tcmalloc makes small-model CPU training 10-30 % faster (allocator churn) and generation ~12 %; every stage that
+# runs a model uses it when present.
 # Looked up by the shell when a recipe runs, not when make reads this file: on a fresh machine the first `make all`
 # installs it (make install) before its first training stage, and that stage already gets it. Empty when missing.
 TCMALLOC = $$(ls /usr/lib/*/libtcmalloc_minimal.so.4 2>/dev/null | head -1)
-TRAIN = LD_PRELOAD=$(TCMALLOC) $(PY)
+TORCH_PY = LD_PRELOAD=$(TCMALLOC) $(PY)
 # Training stages on many devices: `make sft NPROC=8` runs `accelerate launch` with configs/accelerate/$(DIST).yaml
 # (DIST=ddp | fsdp | zero2 | zero3). Batch sizes in the configs are per process.
 NPROC ?= 1
 DIST  ?= ddp
-LAUNCH = $(if $(filter 1,$(NPROC)),$(TRAIN),LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/accelerate launch \
+LAUNCH = $(if $(filter 1,$(NPROC)),$(TORCH_PY),LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/accelerate launch \
 	--config_file configs/accelerate/$(DIST).yaml --num_processes $(NPROC))
 
 ifeq ($(SCALE),tiny)
@@ -156,7 +157,7 @@ SEED_MODEL ?= $(RUNS)/sft/model
 ##@ Labeling
 seed: $(RUNS)/seed/DONE ## generate k candidates per training prompt from the SFT policy into the label store
 $(RUNS)/seed/DONE: $(SET)/label.json labeling_ui/seed.py labeling_ui/store.py | $(RUNS)/sft/DONE
-	$(TRAIN) -m labeling_ui.seed --config $(LABEL) --model $(SEED_MODEL) --prompts "$(PROMPTS)" \
+	$(TORCH_PY) -m labeling_ui.seed --config $(LABEL) --model $(SEED_MODEL) --prompts "$(PROMPTS)" \
 		--db $(DB) --out $(RUNS)/seed $(if $(REWARD_MODEL),--reward-model $(RUNS)/reward/model) $(call args,seed)
 
 label: $(RUNS)/seed/DONE ## start the labeling app on app.host:app.port (create accounts with make user)
@@ -213,7 +214,7 @@ ARENA_MODELS = --model base=$(RUNS)/pretrain/model --model sft=$(RUNS)/sft/model
 ##@ Evaluation
 arena-seed: $(RUNS)/arena-seed/DONE ## the models answer the same held-out prompts, for blind votes in the app's Arena tab
 $(RUNS)/arena-seed/DONE: $(RUNS)/pretrain/DONE $(RUNS)/sft/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE labeling_ui/arena.py
-	$(PY) -m labeling_ui.arena seed --config $(LABEL) --db $(DB) --prompts "$(EVAL_PROMPTS)" \
+	$(TORCH_PY) -m labeling_ui.arena seed --config $(LABEL) --db $(DB) --prompts "$(EVAL_PROMPTS)" \
 		--out $(RUNS)/arena-seed $(ARENA_MODELS) $(call args,arena-seed)
 
 arena-auto: $(RUNS)/arena-auto/DONE ## the automatic annotators (auto.judge in label.yaml) vote in the arena (no human needed)
@@ -229,7 +230,7 @@ EVAL_DONE := $(RUNS)/eval/DONE
 # A finished RLOO joins the report: `make rloo && make eval` reruns it (the other models' answers come from the cache).
 $(EVAL_DONE): $(RUNS)/arena/votes.jsonl $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE $(SET)/eval.json \
 		rlhf/evaluate.py rlhf/report.py core/compare.py core/ratings.py $(wildcard $(RUNS)/rloo/DONE)
-	$(PY) -m rlhf.evaluate --config $(CFG)/eval.yaml --runs $(RUNS) --world $(RUNS)/world --votes $(RUNS)/arena/votes.jsonl \
+	$(TORCH_PY) -m rlhf.evaluate --config $(CFG)/eval.yaml --runs $(RUNS) --world $(RUNS)/world --votes $(RUNS)/arena/votes.jsonl \
 		--prompts "$(EVAL_PROMPTS)" --out $(RUNS)/eval $(if $(JUDGE),judge.path=$(JUDGE)) $(call args,eval $(EVAL_DONE))
 eval: $(RUNS)/arena-auto/DONE ## the report card: every model vs SFT, reward model, arena ratings, curves, provenance
 	$(ARENA_EXPORT)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.config import UserError
-from core.generation import Decoding, chat, complete, generate, sample, sampling_logprobs
+from core.generation import Decoding, chat, chat_prompt_ids, complete, generate, sample, sampling_logprobs
 
 LOGITS = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
 
@@ -78,32 +78,46 @@ def test_bad_decoding_settings_fail_clearly():
 
 # ---------------------------------------------------------------- the loop, on a scripted model
 
+class RowCache:
+    """Stands in for the KV cache: records which rows the loop keeps."""
+
+    def __init__(self):
+        self.kept = []
+
+    def batch_select_indices(self, rows):
+        self.kept.append(rows.tolist())
+
+
 class CountingLM(torch.nn.Module):
     """Next token is always (last id + 1), and EOS after id 20; logits are 4 for that token, 0 elsewhere."""
 
     def __init__(self, vocab: int, eos: int):
         super().__init__()
         self.config = SimpleNamespace(vocab_size=vocab)
-        self.eos, self.calls = eos, []
+        self.eos, self.calls, self.cache = eos, [], RowCache()
 
     def forward(self, input_ids, attention_mask, position_ids, use_cache=True, past_key_values=None):
         self.calls.append(input_ids.shape)
+        assert attention_mask.shape[0] == position_ids.shape[0] == input_ids.shape[0]
         last = input_ids[:, -1:]
         nxt = torch.where(last == 20, torch.full_like(last, self.eos), last + 1)
         logits = torch.zeros(*input_ids.shape, self.config.vocab_size).scatter(-1, nxt[..., None].expand(
             *input_ids.shape, 1), 4.0)
-        return SimpleNamespace(logits=logits, past_key_values="cache")
+        return SimpleNamespace(logits=logits, past_key_values=self.cache)
 
 
 def test_generate_stops_each_row_at_eos_and_reports_logprobs(tokenizer):
     lm = CountingLM(len(tokenizer), tokenizer.eos_token_id)
-    out = generate(lm, tokenizer, [[5, 17], [10]], Decoding(max_new_tokens=6))
+    out = generate(lm, tokenizer, [[5, 17], [10], [12]], Decoding(max_new_tokens=6))
     assert out[0].token_ids == [18, 19, 20, tokenizer.eos_token_id] and out[0].finished
     assert out[1].token_ids == [11, 12, 13, 14, 15, 16] and not out[1].finished
+    assert out[2].token_ids == [13, 14, 15, 16, 17, 18] and not out[2].finished
     expected = 4.0 - math.log(math.exp(4.0) + len(tokenizer) - 1)
-    assert all(math.isclose(x, expected, rel_tol=1e-5) for x in out[0].logprobs + out[1].logprobs)
-    # One prefill over the padded batch, then one token per step with the cache.
-    assert lm.calls[0] == (2, 2) and all(shape == (2, 1) for shape in lm.calls[1:])
+    assert all(math.isclose(x, expected, rel_tol=1e-5) for c in out for x in c.logprobs)
+    # One prefill over the padded batch, then one token per step with the cache (none after the last token); once
+    # row 0 has ended (a third of the batch), it leaves the batch and the cache, and the other two go on without it.
+    assert [tuple(s) for s in lm.calls] == [(3, 2), (3, 1), (3, 1), (3, 1), (2, 1), (2, 1)]
+    assert lm.cache.kept == [[1, 2]]
     assert "<|eos|>" not in out[0].text
 
 
@@ -146,3 +160,36 @@ def test_sampling_is_seeded_and_independent_of_batching(tiny_lm, tokenizer):
     c = chat(tiny_lm, tokenizer, convos, dec, seed=4, batch_size=5)
     assert [x.token_ids for x in a] == [x.token_ids for x in b]
     assert [x.token_ids for x in a] != [x.token_ids for x in c]
+
+
+def test_dropping_finished_rows_keeps_every_answer(tiny_lm, tokenizer, monkeypatch):
+    """Rows that end early leave the batch (smaller matmuls for the rest): the same tokens as a batch that keeps
+    every row to the end, and log-probs within float rounding."""
+    import copy
+
+    import core.generation as generation
+    convos = [[{"role": "user", "content": f"Tell me about {n}."}] for n in ("Tom", "Mia", "Sam", "Ben", "Zoe", "Leo")]
+    tiny_lm = copy.deepcopy(tiny_lm)
+    with torch.no_grad():  # make EOS likely where the hidden state is the prompt's average, so rows end at different steps
+        ids = torch.tensor([chat_prompt_ids(tokenizer, convos[0])])
+        h = tiny_lm.model(input_ids=ids).last_hidden_state[0].mean(0)
+        tiny_lm.lm_head.weight[tokenizer.eos_token_id] = h * 6 / h.dot(h)
+    dec = Decoding(temperature=1.0, max_new_tokens=16)
+    rows_per_step = []
+    hook = tiny_lm.register_forward_hook(lambda m, args, kw, out: rows_per_step.append(kw["input_ids"].shape[0]),
+                                         with_kwargs=True)
+    try:
+        dropping = chat(tiny_lm, tokenizer, convos, dec, seed=5)
+        monkeypatch.setattr(generation, "DROP_FINISHED", 2.0)  # never
+        steps_dropping, rows_per_step[:] = list(rows_per_step), []
+        keeping = chat(tiny_lm, tokenizer, convos, dec, seed=5)
+    finally:
+        hook.remove()
+    lengths = sorted(len(c.token_ids) for c in keeping)
+    assert lengths[0] < lengths[-1]  # the rows did end at different steps
+    assert [c.token_ids for c in dropping] == [c.token_ids for c in keeping]
+    for a, b in zip(dropping, keeping):
+        assert a.finished == b.finished and a.text == b.text
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    assert min(steps_dropping) < len(convos) and set(rows_per_step) == {len(convos)}
+    assert sum(steps_dropping) < sum(rows_per_step)
