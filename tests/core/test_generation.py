@@ -121,6 +121,14 @@ def test_generate_stops_each_row_at_eos_and_reports_logprobs(tokenizer):
     assert "<|eos|>" not in out[0].text
 
 
+def test_a_cache_that_cannot_drop_rows_decodes_its_batch_whole(tokenizer):
+    lm = CountingLM(len(tokenizer), tokenizer.eos_token_id)
+    lm.cache.layers = [RowCache(), SimpleNamespace()]  # a layer that cannot drop rows (say, a linear-attention state)
+    out = generate(lm, tokenizer, [[5, 17], [10], [12]], Decoding(max_new_tokens=6))
+    assert out[0].token_ids == [18, 19, 20, tokenizer.eos_token_id] and out[2].token_ids == [13, 14, 15, 16, 17, 18]
+    assert [tuple(s) for s in lm.calls] == [(3, 2)] + [(3, 1)] * 5 and lm.cache.kept == []
+
+
 def test_generate_never_emits_padded_vocab_rows(tokenizer):
     lm = CountingLM(len(tokenizer) + 40, tokenizer.eos_token_id)
     last = len(tokenizer) - 1
