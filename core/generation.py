@@ -200,8 +200,7 @@ def generate(model, tokenizer, prompts: list[list[int]], decoding: Decoding = GR
                 if done.all() or step + 1 == decoding.max_new_tokens:
                     break
                 if droppable and done.float().mean() >= DROP_FINISHED:
-                    # A batch decodes until its longest reply ends; finished rows leave it, so the rest decode
-                    # in smaller matmuls (sampled answers 1.9x, greedy 1.5x faster; the same tokens).
+                    # Smaller matmuls for the rest: sampled answers 1.7-1.9x, greedy 1.2-1.5x faster, the same tokens.
                     keep = (~done).nonzero()[:, 0]
                     rows, nxt, mask, pos, done = rows[keep], nxt[keep], mask[keep], pos[keep], done[keep]
                     gens = None if gens is None else [gens[i] for i in keep.tolist()]
