@@ -299,19 +299,22 @@ bench-active: $(RUNS)/sft/DONE ## print reward-model accuracy vs labels for acti
 	$(PY) -m bench.active --model $(RUNS)/sft/model --prompts "$(PROMPTS)" \
 		--heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --label-config $(LABEL) --reward-config $(CFG)/reward.yaml $(ARGS)
 
-# The control: the same reward / DPO / PPO stages on the training pairs with chosen and rejected swapped at random.
-CONTROL := $(RUNS)/control
-SEED    ?= 0
-bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same reward/DPO/PPO on shuffled labels, next to the real ones (is the gain the labels'?)
-	rm -rf $(CONTROL)
-	$(PY) -m bench.control shuffle --train $(PREFS_TRAIN) --out $(CONTROL)/prefs/train.jsonl --seed $(SEED)
-	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $(CONTROL)/prefs/train.jsonl \
-		--test "$(PREFS_TEST)" --out $(CONTROL)/reward best_of_n.per_task=0
-	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $(CONTROL)/prefs/train.jsonl \
-		--test "$(PREFS_TEST)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $(CONTROL)/dpo
-	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $(CONTROL)/reward/model \
+# The control: the same reward / DPO / PPO stages on the training pairs with chosen and rejected swapped at random,
+# once per shuffle in SHUFFLES, each into $(CONTROL)/<shuffle>. One random swap leaves some direction by chance (more
+# sign-offs on one side), which PPO can follow: a single shuffle's figure is a draw, so the table shows their spread.
+CONTROL  := $(RUNS)/control
+SHUFFLES ?= 0 1 2
+bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same reward/DPO/PPO on labels shuffled at random (SHUFFLES='0 1 2': a run each), next to the real ones (is the gain the labels'?)
+	@rm -rf $(addprefix $(CONTROL)/,prefs reward dpo ppo)  # the layout of one shuffle, before each had its folder
+	@for s in $(SHUFFLES); do d=$(CONTROL)/$$s; rm -rf $$d; set -x; \
+	$(PY) -m bench.control shuffle --train $(PREFS_TRAIN) --out $$d/prefs/train.jsonl --seed $$s && \
+	$(LAUNCH) -m reward.train --config $(CFG)/reward.yaml --model $(RUNS)/sft/model --train $$d/prefs/train.jsonl \
+		--test "$(PREFS_TEST)" --out $$d/reward best_of_n.per_task=0 && \
+	$(LAUNCH) -m rlhf.dpo --config $(CFG)/dpo.yaml --model $(RUNS)/sft/model --train $$d/prefs/train.jsonl \
+		--test "$(PREFS_TEST)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl --out $$d/dpo && \
+	$(LAUNCH) -m rlhf.ppo --config $(CFG)/ppo.yaml --model $(RUNS)/sft/model --reward-model $$d/reward/model \
 		--prompts "$(PROMPTS)" --heldout-prompts $(RUNS)/world/prompts_heldout.jsonl \
-		--out $(CONTROL)/ppo
+		--out $$d/ppo || exit 1; set +x; done
 	$(PY) -m bench.control table --runs $(RUNS) --control $(CONTROL)
 
 # The same reward / DPO / PPO stages with other seeds (head init, batch order, rollouts), on the same labels.

@@ -1,17 +1,20 @@
 """Benchmark: is the alignment gain learned from the labels, and does it hold over seeds?
 
-Run:    make bench-control   (after make align; SEED=1 for another shuffle)
+Run:    make bench-control   (after make align; SHUFFLES='0 1 2', the default: three shuffles, a run each)
         make bench-seeds     (SEEDS='1 2': reward model, DPO and PPO again with other seeds, same labels)
-        python -m bench.control shuffle --train runs/tiny/prefs/train.jsonl --out runs/tiny/control/prefs/train.jsonl
+        python -m bench.control shuffle --train runs/tiny/prefs/train.jsonl --out runs/tiny/control/0/prefs/train.jsonl
         python -m bench.control table --runs runs/tiny --control runs/tiny/control
 
 `shuffle` swaps chosen and rejected in a random half of the training pairs (seeded; each row keeps
 the flag `label_swapped`), so the pairs keep every property but their direction: the same prompts,
 the same answers, the same lengths and formats. `make bench-control` then trains the reward model,
-DPO and PPO on them with the stages' own configs into <runs>/control/, and `table` prints them next
-to the real run. The reward model is scored on the real held-out labels; the policies by the
-scripted annotator against SFT, as the stages report it. A gain that survives here comes from format
-or length, not from the annotators' judgments; the real one minus this is what the labels taught.
+DPO and PPO on them with the stages' own configs into <runs>/control/<shuffle>/, once per shuffle, and
+`table` prints them next to the real run, with the shuffles' mean and range. The reward model is scored
+on the real held-out labels; the policies by the scripted annotator against SFT, as the stages report
+it. A gain that survives here comes from format or length, not from the annotators' judgments; the real
+one minus this is what the labels taught. A random swap leaves a little direction by chance (a style
+that ends up on the chosen side a few dozen times more often than on the rejected), and PPO amplifies
+whatever its reward model takes from it: one shuffle's figure is a draw, several give its spread.
 `seeds` prints the chain's own run (seed 0) next to the runs under <runs>/seeds/<seed>/: the spread
 a single figure hides, and the worst seed.
 """
@@ -23,7 +26,7 @@ import json
 import random
 from pathlib import Path
 
-from core.artifacts import write_jsonl
+from core.artifacts import control_runs, write_jsonl
 from core.data import load_rows
 from core.judges import NO_LENGTH_CONTROL, describe_change
 
@@ -61,7 +64,8 @@ def _rm(m: dict | None) -> str:
     if m is None:
         return ""
     mean = (m.get("ensemble") or {}).get("mean_score_accuracy")  # what PPO and RLOO reward with
-    return (f"{_pct(m['test']['accuracy'])} (ceiling {_pct(m.get('label_ceiling'))})"
+    ceiling = m.get("label_ceiling")
+    return (_pct(m["test"]["accuracy"]) + (f" (ceiling {_pct(ceiling)})" if ceiling is not None else "")
             + (f"; the ensemble's mean {_pct(mean)}" if mean is not None else ""))
 
 
@@ -71,30 +75,49 @@ def _implicit(m: dict | None) -> str:
                                                          for k, v in r.get("by_kind", {}).items())
 
 
+def _spread(values: list) -> list[str]:
+    """The shuffles' mean (range) as one more cell, when there are several shuffles."""
+    xs = [x for x in values if x is not None]
+    return [f"{_pct(sum(xs) / len(xs))} ({_pct(min(xs))}-{_pct(max(xs))})" if xs else ""] if len(values) > 1 else []
+
+
 def table(runs: Path, control: Path) -> list[list[str]]:
-    rows = []
+    """A header and one row per stage and measure: the real run, then each shuffle (and their mean and range)."""
+    shuffles = control_runs(control)
+    rows = [["stage", "measure", "real labels"] + [f"shuffled labels, shuffle {n}" for n, _ in shuffles]
+            + (["shuffles: mean (range)"] if len(shuffles) > 1 else [])]
     for name, stage in (("reward model", "reward"), ("DPO", "dpo"), ("PPO", "ppo"), ("RLOO", "rloo")):
-        real, ctrl = _metrics(runs / stage), _metrics(control / stage)
-        if real is None and ctrl is None:
+        real, ctrl = _metrics(runs / stage), [_metrics(d / stage) for _, d in shuffles]
+        if real is None and all(c is None for c in ctrl):
             continue
         if stage == "reward":
-            rows.append([name, "held-out pair accuracy", _rm(real), _rm(ctrl)])
+            rows.append([name, "held-out pair accuracy", _rm(real)] + [_rm(c) for c in ctrl]
+                        + _spread([c and c["test"]["accuracy"] for c in ctrl]))
             continue
-        if _implicit(real) or _implicit(ctrl):  # on the real held-out labels, whatever the stage trained on
-            rows.append([name, "implicit reward, held-out pair accuracy", _implicit(real), _implicit(ctrl)])
-        decodings = (real or ctrl)["vs_sft"]
+        if _implicit(real) or any(map(_implicit, ctrl)):  # on the real held-out labels, whatever the stage trained on
+            rows.append([name, "implicit reward, held-out pair accuracy", _implicit(real)] + [_implicit(c) for c in ctrl]
+                        + _spread([((c or {}).get("implicit_reward_test") or {}).get("accuracy") for c in ctrl]))
+        decodings = next(m for m in [real, *ctrl] if m)["vs_sft"]
         for key in (k for k in decodings if k != "kl"):
-            rows.append([name, f"win rate vs SFT, {key}", _win(real, key), _win(ctrl, key)])
+            rows.append([name, f"win rate vs SFT, {key}", _win(real, key)] + [_win(c, key, short=True) for c in ctrl]
+                        + _spread([c and c["vs_sft"][key]["win_rate"] for c in ctrl]))
     return rows
 
 
-def _win(m: dict | None, key: str) -> str:
+def _win(m: dict | None, key: str, short: bool = False) -> str:
+    """The win rate against SFT with its CI, length-controlled twin and correctness; `short`: the figures only
+    (a shuffle's column: SFT's correctness and the paired test are in the real run's)."""
     if m is None:
         return "not run"
     r = m["vs_sft"][key]
-    lc = (f", length-controlled {_pct(r['length_controlled_win_rate']) or NO_LENGTH_CONTROL}"
-          if "length_controlled_win_rate" in r else "")
-    return (f"{_pct(r['win_rate'])} ({_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}){lc}, "
+    ci = f"{_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}" if not short else f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}"
+    lc = ""
+    if "length_controlled_win_rate" in r:  # None where the lengths barely overlap
+        lc = (f", {'LC' if short else 'length-controlled'} "
+              f"{_pct(r['length_controlled_win_rate']) or ('n/a' if short else NO_LENGTH_CONTROL)}")
+    if short:
+        return f"{_pct(r['win_rate'])} ({ci}){lc}, correct {_pct(r['correct_a'])}"
+    return (f"{_pct(r['win_rate'])} ({ci}){lc}, "
             f"correct {_pct(r['correct_a'])} vs {_pct(r['correct_b'])}{describe_change(r)}")
 
 
@@ -147,7 +170,9 @@ def main() -> None:
     if a.cmd == "seeds":
         _print(seeds_table(Path(a.runs), Path(a.seeds_dir)))
         return
-    _print([["stage", "measure", "real labels", "shuffled labels (control)"]] + table(Path(a.runs), Path(a.control)))
+    if not control_runs(a.control):
+        raise SystemExit(f"error: {a.control}: no shuffle run (folders 0, 1, ...): run make bench-control")
+    _print(table(Path(a.runs), Path(a.control)))
 
 
 if __name__ == "__main__":

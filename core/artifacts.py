@@ -82,6 +82,13 @@ def code_sha256(stage_file: str | Path) -> str:
     return h.hexdigest()
 
 
+def control_runs(control: str | Path) -> list[tuple[str, Path]]:
+    """The shuffled-label control runs of `make bench-control`, one folder per shuffle (<control>/<shuffle>), in order."""
+    control = Path(control)
+    found = [d for d in control.iterdir() if d.is_dir() and d.name.isdigit()] if control.is_dir() else []
+    return [(d.name, d) for d in sorted(found, key=lambda d: int(d.name))]
+
+
 class StageDir:
     def __init__(self, out: str | Path):
         self.root = Path(out)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from core.artifacts import control_runs
 from core.data import load_rows
 from core.ratings import ratings
 
@@ -351,9 +352,11 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
                   f"their mean score, which orders {pct(e['mean_score_accuracy'])} of the held-out pairs (members: "
                   + ", ".join(pct(a) for a in e["member_accuracy"]) + "; the table shows the first).")
         kinds = t.get("by_kind") or {}
-        implicit = [(head, m) for head, m in (
-            ("DPO's implicit reward", (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test")),
-            ("the control DPO's", (_json(runs_dir / "control" / "dpo" / "metrics.json") or {}).get("implicit_reward_test")))
+        shuffles = control_runs(runs_dir / "control")
+        implicit = [(head, m) for head, m in [
+            ("DPO's implicit reward", (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test"))] + [
+            ("the control DPO's" + (f", shuffle {n}" if len(shuffles) > 1 else ""),
+             (_json(d / "dpo" / "metrics.json") or {}).get("implicit_reward_test")) for n, d in shuffles]
             if m]
         if kinds:
             rep.p("By what a pair tells apart: capability = the answers differ in correctness (the reward model must "
@@ -460,11 +463,15 @@ def summary(metrics: dict, runs_dir: Path, out: Path) -> list[str]:
         lines.append(f"  {m.upper() + ' vs SFT':<30}" + "".join(f"{_with_ci(w, 1) if w else '':<26}" for w in cells))
     if metrics.get("ceiling"):
         lines.append(f"  {'ceiling (reference vs SFT)':<30}" + "".join(f"{pct(metrics['ceiling'][n]):<26}" for n in names))
-    control = {m: _json(runs_dir / "control" / m / "metrics.json") for m in ("dpo", "ppo")}
+    shuffles = control_runs(runs_dir / "control")
+    control = {m: [c for c in (_json(d / m / "metrics.json") for _, d in shuffles) if c] for m in ("dpo", "ppo")}
     if any(control.values()):
-        lines.append(f"  {'control: shuffled labels':<30}" + "".join(
-            f"{', '.join(f'{m.upper()} ' + pct(c['vs_sft'][n]['win_rate']) for m, c in control.items() if c):<26}"
-            for n in names))
+        def cell(decoding: str) -> str:  # per model, one shuffle's win rate or the range over several
+            wins = {m: [c["vs_sft"][decoding]["win_rate"] for c in cs] for m, cs in control.items() if cs}
+            return ", ".join(f"{m.upper()} " + (pct(w[0]) if len(w) == 1 else f"{100 * min(w):.1f}-{pct(max(w))}")
+                             for m, w in wins.items())
+        head = f"control: {len(shuffles)} label shuffles" if len(shuffles) > 1 else "control: shuffled labels"
+        lines.append(f"  {head:<30}" + "".join(f"{cell(n) + ' ':<26}" for n in names))
     else:
         lines.append("  control (shuffled labels): not run; `make bench-control` shows whether the gain is the labels'")
     rmm = _json(runs_dir / "reward" / "metrics.json")

@@ -42,25 +42,45 @@ def test_tables_put_the_real_run_next_to_the_control_and_the_seeds(tmp_path):
     runs = tmp_path / "runs"
     _stage(runs / "reward", {"test": {"accuracy": 0.9}, "label_ceiling": 0.95})
     _stage(runs / "dpo", _policy(0.8))
-    _stage(runs / "control" / "dpo", _policy(0.5))
+    _stage(runs / "control" / "0" / "dpo", _policy(0.5))
     _stage(runs / "seeds" / "1" / "dpo", _policy(0.7))
     rows = table(runs, runs / "control")
-    assert rows[0] == ["reward model", "held-out pair accuracy", "90.0 % (ceiling 95.0 %)", ""]
-    assert rows[1][2].startswith("80.0 % (75.0 %-85.0 %), length-controlled 50.0 %") and rows[1][3].startswith("50.0 %")
+    assert rows[0] == ["stage", "measure", "real labels", "shuffled labels, shuffle 0"]   # one shuffle: no spread
+    assert rows[1] == ["reward model", "held-out pair accuracy", "90.0 % (ceiling 95.0 %)", ""]
+    assert rows[2][2].startswith("80.0 % (75.0 %-85.0 %), length-controlled 50.0 %") and rows[2][3].startswith("50.0 %")
     seeds = seeds_table(runs, runs / "seeds")
     assert seeds[0] == ["stage", "measure", "seed 0", "seed 1"]
     assert seeds[2][2].startswith("80.0 %") and seeds[2][3].startswith("70.0 %") and seeds[3][2:] == ["1.50", "1.50"]
+
+
+def test_several_shuffles_get_a_column_each_in_order_and_their_mean_and_range(tmp_path):
+    runs = tmp_path / "runs"
+    _stage(runs / "dpo", _policy(0.8))
+    _stage(runs / "reward", {"test": {"accuracy": 0.9}})
+    for n, win, acc in (("10", 0.36, 0.40), ("2", 0.64, 0.50), ("1", 0.50, 0.45)):
+        _stage(runs / "control" / n / "dpo", _policy(win))
+        _stage(runs / "control" / n / "reward", {"test": {"accuracy": acc}})
+    (runs / "control" / "prefs").mkdir()                       # not a shuffle's folder
+    rows = table(runs, runs / "control")
+    assert rows[0][3:] == ["shuffled labels, shuffle 1", "shuffled labels, shuffle 2", "shuffled labels, shuffle 10",
+                           "shuffles: mean (range)"]
+    assert rows[1][3:] == ["45.0 %", "50.0 %", "40.0 %", "45.0 % (40.0 %-50.0 %)"]
+    assert [c[:6] for c in rows[2][2:6]] == ["80.0 %", "50.0 %", "64.0 %", "36.0 %"]
+    assert rows[2][6] == "50.0 % (36.0 %-64.0 %)"
+    (runs / "control" / "2" / "dpo" / "DONE").unlink()         # an unfinished shuffle: an empty cell, left out of the mean
+    row = table(runs, runs / "control")[2]
+    assert row[4] == "not run" and row[5].startswith("36.0 %") and row[6] == "43.0 % (36.0 %-50.0 %)"
 
 
 def test_dpos_implicit_reward_gets_a_row_where_a_run_scored_it(tmp_path):
     runs = tmp_path / "runs"
     implicit = lambda acc, cap: {"implicit_reward_test": {"accuracy": acc, "by_kind": {"capability": {"accuracy": cap}}}}
     _stage(runs / "dpo", {**_policy(0.8), **implicit(0.788, 0.774)})
-    _stage(runs / "control" / "dpo", {**_policy(0.5), **implicit(0.581, 0.606)})
+    _stage(runs / "control" / "0" / "dpo", {**_policy(0.5), **implicit(0.581, 0.606)})
     rows = table(runs, runs / "control")
-    assert rows[0] == ["DPO", "implicit reward, held-out pair accuracy", "78.8 %, capability 77.4 %",
+    assert rows[1] == ["DPO", "implicit reward, held-out pair accuracy", "78.8 %, capability 77.4 %",
                        "58.1 %, capability 60.6 %"]
-    assert rows[1][1] == "win rate vs SFT, greedy"
+    assert rows[2][1] == "win rate vs SFT, greedy"
     _stage(runs / "seeds" / "1" / "dpo", _policy(0.7))   # a seed run from before the stage scored it: an empty cell
     assert seeds_table(runs, runs / "seeds")[2] == ["DPO", "implicit reward, held-out pair accuracy",
                                                      "78.8 %, capability 77.4 %", ""]
@@ -69,4 +89,4 @@ def test_dpos_implicit_reward_gets_a_row_where_a_run_scored_it(tmp_path):
 def test_the_reward_row_gives_the_ensembles_mean_where_one_was_trained(tmp_path):
     runs = tmp_path / "runs"
     _stage(runs / "reward", {"test": {"accuracy": 0.9}, "label_ceiling": 0.95, "ensemble": {"mean_score_accuracy": 0.92}})
-    assert table(runs, runs / "control")[0][2] == "90.0 % (ceiling 95.0 %); the ensemble's mean 92.0 %"
+    assert table(runs, runs / "control")[1][2] == "90.0 % (ceiling 95.0 %); the ensemble's mean 92.0 %"

@@ -163,7 +163,7 @@ def test_the_make_all_summary_is_short_and_names_the_control_and_the_next_steps(
     for stage, m in (("reward", {"test": {"accuracy": 0.783}, "pairs": {"test": 351}, "label_ceiling": 0.909,
                                  "annotator_agreement_on_test_pairs": 0.91, "wall_time_s": 67.0}),
                      ("dpo", {"implicit_reward_test": {"accuracy": 0.791}}),
-                     ("pretrain", {"wall_time_s": 365.0}), ("control/dpo", {"vs_sft": {
+                     ("pretrain", {"wall_time_s": 365.0}), ("control/0/dpo", {"vs_sft": {
                          "temperature=0.7, max_new_tokens=64": {"win_rate": 0.487},
                          "greedy, max_new_tokens=64": {"win_rate": 0.507}}})):
         (runs / stage).mkdir(parents=True)
@@ -176,6 +176,11 @@ def test_the_make_all_summary_is_short_and_names_the_control_and_the_next_steps(
     assert "DPO's implicit reward 79.1 %" in text
     assert "pretrain 365 s" in text and "reward 67 s" in text and "7 min 12 s in all" in text
     assert str(tmp_path / "eval" / "report.html") in text and "make round AUTO=1" in text
+    (runs / "control" / "1" / "dpo").mkdir(parents=True)     # a second shuffle: the range over both
+    (runs / "control" / "1" / "dpo" / "metrics.json").write_text(json.dumps({"vs_sft": {
+        "temperature=0.7, max_new_tokens=64": {"win_rate": 0.442}, "greedy, max_new_tokens=64": {"win_rate": 0.5}}}))
+    text = "\n".join(report.summary(_metrics({"dpo": (0.82, 0.777, 0.86)}), runs, tmp_path / "eval"))
+    assert "control: 2 label shuffles" in text and "DPO 44.2-48.7 %" in text and "DPO 50.0-50.7 %" in text
 
 
 def test_the_report_lists_each_aligning_stages_kl_budget_what_it_measured_and_what_fired(tmp_path):
