@@ -29,6 +29,7 @@ divergence's form) is scored on the held-out pairs the reward model is scored on
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,11 @@ class DPOStageConfig:
     # Weight of a negative log-likelihood term on the chosen answers (RPO, Pang et al. 2024; 0 = plain DPO):
     # keeps what the preferred answers get right likely while the preference term moves the style.
     sft_weight: float = 0.0
+    # Tasks whose capability pairs (`kind: capability` in exported pairs: the annotators' rubric found one reply right
+    # and the other wrong) DPO leaves to the reward model. A pair whose replies differ in one copied word (a story set
+    # at another place) cannot teach a small policy to copy: it learns to avoid the rejected word, and loses copies
+    # elsewhere (docs/evaluation.md). Pairs without a task or kind (hub data) are always kept.
+    skip_capability_tasks: list[str] = field(default_factory=list)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, lr=1e-4, batch_size=16))
     guards: KLGuardSettings = field(default_factory=KLGuardSettings)  # KL budget (core.training.kl_guard)
@@ -88,6 +94,14 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     tokenizer = load_tokenizer(model)
     check_chat_contract(tokenizer, f"{model} tokenizer")
     rows = load_preferences(train, cfg.columns)
+    left = [r.get("kind") == "capability" and r.get("task") in cfg.skip_capability_tasks for r in rows]
+    skipped = Counter(r["task"] for r, x in zip(rows, left) if x)
+    if skipped:
+        rows = [r for r, x in zip(rows, left) if not x]
+        if not rows:
+            raise UserError(f"{train}: every pair is a capability pair of skip_capability_tasks; empty that list")
+        print(f"DPO trains on {len(rows)} pairs; left to the reward model (skip_capability_tasks): "
+              + ", ".join(f"{n} capability pairs of {t}" for t, n in sorted(skipped.items())))
     test_rows, test_ids = (load_preferences(test, cfg.columns) if test else []), []
     try:
         test_ids = pair_token_ids(tokenizer, test_rows)
@@ -138,7 +152,8 @@ def main(cfg: DPOStageConfig, model: str, train: str, heldout_prompts: str, out:
     implicit = accuracy_report(test_rows, implicit_pair_scores(policy, reference, tokenizer.pad_token_id, test_ids,
                                                                cfg.beta, cfg.divergence)) if test_rows else None
     metrics = {
-        "pairs": len(rows), "steps": trainer.state.global_step, "resumed_from": last,
+        "pairs": len(rows), "capability_pairs_skipped": dict(sorted(skipped.items())),
+        "steps": trainer.state.global_step, "resumed_from": last,
         "beta": cfg.beta, "loss_type": cfg.loss_type, "divergence": cfg.divergence, "sft_weight": cfg.sft_weight,
         "lora": cfg.lora.enabled,
         "lora_merge_max_abs_logit_diff": merge_diff,

@@ -1,5 +1,7 @@
 """The DPO stage on a micro model, and the pure pieces of the alignment evaluation."""
 
+import json
+
 import pytest
 import torch
 
@@ -155,3 +157,22 @@ def test_a_win_that_is_only_shorter_answers_is_taken_out_by_the_length_control()
     lengths = ([5] * 40, [25] * 20 + [5] * 20)
     r = compare_answers(prompts, a, b, lengths=lengths)
     assert r["win_rate"] == 0.75 and r["length_controlled_win_rate"] < 0.6
+
+
+def test_the_capability_pairs_of_skipped_tasks_are_left_to_the_reward_model(tmp_path, base_model_dir, world_dir, pairs):
+    from core.data import load_rows
+    rows = load_rows(pairs[0])
+    marked = tmp_path / "train.jsonl"   # every third pair a capability pair; its task as the world named it
+    marked.write_text("".join(json.dumps({**r, "kind": "capability" if i % 3 == 0 else "preference"}) + "\n"
+                              for i, r in enumerate(rows)))
+    tasks = {r["task"] for i, r in enumerate(rows) if i % 3 == 0}
+    skip = sorted(tasks)[:1]
+    expected = sum(1 for i, r in enumerate(rows) if i % 3 == 0 and r["task"] in skip)
+    m = dpo.main(cfg(f"skip_capability_tasks=[{skip[0]}]", "train.max_steps=1", "guards.kl_budget=0"),
+                 str(base_model_dir), str(marked), str(world_dir / "prompts_heldout.jsonl"), str(tmp_path / "dpo"))
+    assert expected > 0 and m["pairs"] == 40 - expected and m["capability_pairs_skipped"] == {skip[0]: expected}
+    only = tmp_path / "capability.jsonl"
+    only.write_text("".join(json.dumps({**r, "kind": "capability", "task": "sum"}) + "\n" for r in rows))
+    with pytest.raises(UserError, match="every pair is a capability pair of skip_capability_tasks"):
+        dpo.main(cfg("skip_capability_tasks=[sum]"), str(base_model_dir), str(only),
+                 str(world_dir / "prompts_heldout.jsonl"), str(tmp_path / "dpo2"))
