@@ -123,7 +123,7 @@ def run_variant(variant: str, d: int, layers: int, steps: int, warmup: int) -> d
             from core.precision import apply
             tc = TrainConfig()  # the stage's defaults: compile + fused AdamW, deterministic
             torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)
-            numerics = apply(variant.removeprefix("proj-"), model)
+            numerics = apply(variant.removeprefix("proj-"), model, compiled=tc.compile)
             accelerator = Accelerator(cpu=True, mixed_precision="bf16" if numerics.bf16 else "no")
             model, opt = accelerator.prepare(model, make_optimizer(model, tc))
             loss_fn = torch.compile(lm_loss) if tc.compile else lm_loss

@@ -15,8 +15,12 @@ docs/benchmarks.md: 45 against 30 ms a layer at the tiny shape). Three ways race
 on a batch padded as the chat stages' are: SDPA in bf16; SDPA in fp32 ("sdpa_fp32": transformers' SDPA
 with autocast off, more precise, not less); transformers' "eager" attention (bf16 matmuls around an fp32
 softmax, no fused kernel). On that EPYC eager wins (probe step 22 against 24 and 27 ms): at short contexts
-and small heads the flash kernels' tiling does not pay, least of all with a padding mask, and compiled
-(pretraining) the eager softmax fuses. A bf16 kind must beat fp32 by ATTENTION_MARGIN.
+and small heads the flash kernels' tiling does not pay, least of all with a padding mask. A bf16 kind must beat
+fp32 by ATTENTION_MARGIN. A compiled step (pretraining) takes eager attention without a race: inductor fuses
+its mask, softmax and matmuls, where SDPA stays one opaque kernel, and racing compiled steps would cost a
+compilation per kind (8-17 s). On that EPYC the compiled step at the tiny shape ran ~13 % faster with eager
+than with fp32 SDPA, while the uncompiled race there was a tie (23.6 against 24.0 ms) that fell either way
+from machine to machine of the kind, and with it the base model's weights (docs/benchmarks.md).
 
 Which is fastest depends on the CPU, not the project: on this project's AMD EPYC (avx512_bf16, no AMX)
 oneDNN is ~2x MKL and bf16 ~1.5x oneDNN; on an Intel Xeon with AMX, MKL is already AVX-512 and bf16
@@ -67,6 +71,7 @@ class Numerics:
     eligible: list[str] = field(default_factory=list)
     attention: str = ""                # under bf16 on a CPU: how attention runs (ATTENTION)
     attention_ms: dict[str, float] = field(default_factory=dict)  # its race: ms per probe step, per kind
+    compiled: bool = False             # a compiled step: eager attention under bf16, whatever the race says
     probe_s: float = 0.0
 
     @property
@@ -80,6 +85,7 @@ class Numerics:
     def line(self) -> str:
         """The stage's first log line about numerics."""
         head = f"numerics: {self.precision}" + (f", attention {self.attention}" if self.attention else "")
+        head += ", compiled" if self.attention and self.compiled else ""
         head += f" ({self.source}"
         if self.tokens_per_s:
             rates = ", ".join(f"{p} {r:,.0f}" for p, r in self.tokens_per_s.items())
@@ -261,10 +267,11 @@ def _write_cache(key: str, entry: dict) -> None:
         print(f"note: could not cache the numerics probe in {path}: {e}")
 
 
-def choose(requested: str, config, collective: bool = True) -> Numerics:
+def choose(requested: str, config, collective: bool = True, compiled: bool = False) -> Numerics:
     """Resolve train.precision for a model with this transformers `config`: a collective under a launcher, so that
     every rank takes the same decision; `collective=False` decides from this process alone (one that answers
-    prompts while the other ranks have finished)."""
+    prompts while the other ranks have finished). `compiled`: the stage's step is torch.compile'd, so bf16 on a
+    CPU runs eager attention (module docstring); the race is still run and cached for the stages after it."""
     from core.distributed import ensure_initialized, is_main, mean_over_ranks
     check(requested, "train.precision")
     if requested in ("fp32", "fp32-onednn"):
@@ -307,18 +314,19 @@ def choose(requested: str, config, collective: bool = True) -> Numerics:
     else:
         numerics = Numerics("bf16", requested, "forced", cpu_name())
     if numerics.bf16:
-        numerics.attention, numerics.attention_ms = decide_attention(entry["attention_ms"]), entry["attention_ms"]
+        numerics.attention = "eager" if compiled else decide_attention(entry["attention_ms"])
+        numerics.attention_ms, numerics.compiled = entry["attention_ms"], compiled
     numerics.probe_s = round(time.perf_counter() - t0, 3)
     return numerics
 
 
-def apply(requested: str, *models) -> Numerics:
+def apply(requested: str, *models, compiled: bool = False) -> Numerics:
     """Resolve train.precision for the stage's models (their shape is the first one's), switch their linear
     layers to oneDNN or their attention (use_attention) when that is the pick, and print the choice. bf16 is
-    the caller's: autocast in its own loop, or TRL's bf16 flag."""
+    the caller's: autocast in its own loop, or TRL's bf16 flag. `compiled`: see `choose`."""
     from core.distributed import is_main
     from core.onednn import use_onednn_linear
-    numerics = choose(requested, models[0].config)
+    numerics = choose(requested, models[0].config, compiled=compiled)
     if numerics.onednn:
         use_onednn_linear(*models)
     if numerics.attention:

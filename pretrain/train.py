@@ -274,7 +274,8 @@ def main(cfg: PretrainConfig, corpus: str, heldout: str, out: str, probe_prompts
                         f"(corpus has {len(train_rows)} blocks, held-out {len(eval_rows)}); add text or lower train.seq_len")
 
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
-    numerics = apply_precision(tc.precision, model)  # before the optimizer: oneDNN layers keep their parameters
+    # before the optimizer: oneDNN layers keep their parameters
+    numerics = apply_precision(tc.precision, model, compiled=tc.compile)
     accelerator = accelerator_for(numerics.bf16)
     full_state = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
                                                   DistributedType.MULTI_GPU)  # every rank holds all weights

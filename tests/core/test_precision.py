@@ -137,6 +137,18 @@ def test_another_shape_is_measured_again(model, tokenizer, cache):
     assert len(json.loads(cache.read_text())) == 2
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_compiled_step_runs_eager_attention_under_bf16_whatever_the_race(model, tokenizer, cache, monkeypatch,
+                                                                          compiled):
+    monkeypatch.setattr(precision, "attention_probe", lambda config: {"fp32": 24.0, "bf16": 27.4, "eager": 23.6})
+    n = precision.apply("bf16", model, compiled=compiled)
+    assert n.attention == ("eager" if compiled else "fp32") and n.compiled == compiled
+    assert n.attention_ms == {"fp32": 24.0, "bf16": 27.4, "eager": 23.6}  # still raced and cached for later stages
+    assert model.config._attn_implementation == ("eager" if compiled else "sdpa_fp32")
+    assert ("compiled" in n.line()) == compiled
+    assert precision.apply("fp32", build_model(MICRO, tokenizer), compiled=True).attention == ""  # no bf16, no pick
+
+
 @pytest.mark.parametrize("rates, gaps, picked", [
     ({"fp32": 100, "fp32-onednn": 200, "bf16": 400}, {"bf16": 0.002}, "bf16"),          # fastest and matching
     ({"fp32": 100, "fp32-onednn": 200, "bf16": 150}, {"bf16": 0.002}, "fp32-onednn"),   # bf16 not faster: fall back
