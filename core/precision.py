@@ -18,7 +18,7 @@ softmax, no fused kernel). On that EPYC eager wins (probe step 22 against 24 and
 and small heads the flash kernels' tiling does not pay, least of all with a padding mask. A bf16 kind must beat
 fp32 by ATTENTION_MARGIN. A compiled step (pretraining) takes eager attention without a race: inductor fuses
 its mask, softmax and matmuls, where SDPA stays one opaque kernel, and racing compiled steps would cost a
-compilation per kind (8-17 s). On that EPYC the compiled step at the tiny shape ran ~13 % faster with eager
+compilation per kind (8-17 s). On that EPYC the compiled step at the tiny shape ran 1.0-1.18x as fast with eager
 than with fp32 SDPA, while the uncompiled race there was a tie (23.6 against 24.0 ms) that fell either way
 from machine to machine of the kind, and with it the base model's weights (docs/benchmarks.md).
 
