@@ -213,7 +213,8 @@ ARENA_MODELS = --model base=$(RUNS)/pretrain/model --model sft=$(RUNS)/sft/model
 	--model ppo=$(RUNS)/ppo/model $(if $(wildcard $(RUNS)/rloo/DONE),--model rloo=$(RUNS)/rloo/model)
 ##@ Evaluation
 arena-seed: $(RUNS)/arena-seed/DONE ## the models answer the same held-out prompts, for blind votes in the app's Arena tab
-$(RUNS)/arena-seed/DONE: $(RUNS)/pretrain/DONE $(RUNS)/sft/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE labeling_ui/arena.py
+$(RUNS)/arena-seed/DONE: $(RUNS)/pretrain/DONE $(RUNS)/sft/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE labeling_ui/arena.py \
+		$(wildcard $(RUNS)/rloo/DONE)
 	$(TORCH_PY) -m labeling_ui.arena seed --config $(LABEL) --db $(DB) --prompts "$(EVAL_PROMPTS)" \
 		--out $(RUNS)/arena-seed $(ARENA_MODELS) $(call args,arena-seed)
 
