@@ -303,9 +303,10 @@ bench-active: $(RUNS)/sft/DONE ## print reward-model accuracy vs labels for acti
 # The control: the same reward / DPO / PPO stages on the training pairs with chosen and rejected swapped at random,
 # once per shuffle in SHUFFLES, each into $(CONTROL)/<shuffle>. One random swap leaves some direction by chance (more
 # sign-offs on one side), which PPO can follow: a single shuffle's figure is a draw, so the table shows their spread.
+# 'both' trains on every pair written both ways: no direction at all, so nothing a reward model could pass to PPO.
 CONTROL  := $(RUNS)/control
-SHUFFLES ?= 0 1 2
-bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same reward/DPO/PPO on labels shuffled at random (SHUFFLES='0 1 2': a run each), next to the real ones (is the gain the labels'?)
+SHUFFLES ?= 0 1 2 both
+bench-control: $(RUNS)/reward/DONE $(RUNS)/dpo/DONE $(RUNS)/ppo/DONE ## the same reward/DPO/PPO on labels shuffled at random (SHUFFLES='0 1 2 both': three shuffles and the pairs both ways), next to the real ones (is the gain the labels'?)
 	@rm -rf $(addprefix $(CONTROL)/,prefs reward dpo ppo)  # the layout of one shuffle, before each had its folder
 	@for s in $(SHUFFLES); do d=$(CONTROL)/$$s; rm -rf $$d; set -x; \
 	$(PY) -m bench.control shuffle --train $(PREFS_TRAIN) --out $$d/prefs/train.jsonl --seed $$s && \

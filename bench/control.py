@@ -1,8 +1,10 @@
 """Benchmark: is the alignment gain learned from the labels, and does it hold over seeds?
 
-Run:    make bench-control   (after make align; SHUFFLES='0 1 2', the default: three shuffles, a run each)
+Run:    make bench-control   (after make align; SHUFFLES='0 1 2 both', the default: three shuffles and the
+                              pairs both ways, a run each)
         make bench-seeds     (SEEDS='1 2': reward model, DPO and PPO again with other seeds, same labels)
         python -m bench.control shuffle --train runs/tiny/prefs/train.jsonl --out runs/tiny/control/0/prefs/train.jsonl
+        python -m bench.control shuffle --seed both --train ... --out runs/tiny/control/both/prefs/train.jsonl
         python -m bench.control table --runs runs/tiny --control runs/tiny/control
 
 `shuffle` swaps chosen and rejected in a random half of the training pairs (seeded; each row keeps
@@ -15,6 +17,8 @@ it. A gain that survives here comes from format or length, not from the annotato
 one minus this is what the labels taught. A random swap leaves a little direction by chance (a style
 that ends up on the chosen side a few dozen times more often than on the rejected), and PPO amplifies
 whatever its reward model takes from it: one shuffle's figure is a draw, several give its spread.
+`--seed both` writes every pair once each way instead: no direction at all, not even by chance, so
+nothing is left for PPO to amplify; what that run gains is the pipeline's alone (format, the KL term).
 `seeds` prints the chain's own run (seed 0) next to the runs under <runs>/seeds/<seed>/: the spread
 a single figure hides, and the worst seed.
 """
@@ -26,7 +30,7 @@ import json
 import random
 from pathlib import Path
 
-from core.artifacts import control_runs, write_jsonl
+from core.artifacts import BOTH_WAYS, both_ways_run, control_runs, write_jsonl
 from core.data import load_rows
 from core.judges import NO_LENGTH_CONTROL, describe_change
 
@@ -35,20 +39,28 @@ def _empty(side: list[dict]) -> bool:
     return not side[-1]["content"].strip()
 
 
+def _kept(rows: list[dict]) -> list[dict]:
+    """Pairs with an empty answer are left out (the stages refuse an empty chosen answer), swapped or not."""
+    return [r for r in rows if not (_empty(r["chosen"]) or _empty(r["rejected"]))]
+
+
+def _swapped(r: dict) -> dict:
+    row = {**r, "chosen": r["rejected"], "rejected": r["chosen"], "label_swapped": True}
+    if row.get("rubric_agrees") is not None:
+        row["rubric_agrees"] = 1.0 - row["rubric_agrees"]
+    return row
+
+
 def shuffle_labels(rows: list[dict], seed: int) -> list[dict]:
-    """Each row with chosen and rejected swapped with probability 1/2 (seeded), flagged `label_swapped`.
-    Pairs with an empty answer are left out (the stages refuse an empty chosen answer), swapped or not."""
+    """Each row with chosen and rejected swapped with probability 1/2 (seeded), flagged `label_swapped`."""
     rng = random.Random(f"control-{seed}")
-    out = []
-    for r in rows:
-        if _empty(r["chosen"]) or _empty(r["rejected"]):
-            continue
-        swap = rng.random() < 0.5
-        row = {**r, "chosen": r["rejected"], "rejected": r["chosen"]} if swap else dict(r)
-        if swap and row.get("rubric_agrees") is not None:
-            row["rubric_agrees"] = 1.0 - row["rubric_agrees"]
-        out.append({**row, "label_swapped": swap})
-    return out
+    return [_swapped(r) if rng.random() < 0.5 else {**r, "label_swapped": False} for r in _kept(rows)]
+
+
+def both_ways(rows: list[dict]) -> list[dict]:
+    """Each row as it is and again with chosen and rejected swapped (flagged `label_swapped`): the training pairs
+    with no direction left."""
+    return [row for r in _kept(rows) for row in ({**r, "label_swapped": False}, _swapped(r))]
 
 
 def _metrics(stage: Path) -> dict | None:
@@ -82,25 +94,29 @@ def _spread(values: list) -> list[str]:
 
 
 def table(runs: Path, control: Path) -> list[list[str]]:
-    """A header and one row per stage and measure: the real run, then each shuffle (and their mean and range)."""
-    shuffles = control_runs(control)
+    """A header and one row per stage and measure: the real run, then each shuffle (and their mean and range), then
+    the run on the pairs both ways."""
+    shuffles, both = control_runs(control), both_ways_run(control)
     rows = [["stage", "measure", "real labels"] + [f"shuffled labels, shuffle {n}" for n, _ in shuffles]
-            + (["shuffles: mean (range)"] if len(shuffles) > 1 else [])]
+            + (["shuffles: mean (range)"] if len(shuffles) > 1 else []) + (["every pair both ways"] if both else [])]
     for name, stage in (("reward model", "reward"), ("DPO", "dpo"), ("PPO", "ppo"), ("RLOO", "rloo")):
         real, ctrl = _metrics(runs / stage), [_metrics(d / stage) for _, d in shuffles]
-        if real is None and all(c is None for c in ctrl):
+        tail = [_metrics(both / stage)] if both else []
+        if real is None and all(c is None for c in ctrl + tail):
             continue
         if stage == "reward":
             rows.append([name, "held-out pair accuracy", _rm(real)] + [_rm(c) for c in ctrl]
-                        + _spread([c and c["test"]["accuracy"] for c in ctrl]))
+                        + _spread([c and c["test"]["accuracy"] for c in ctrl]) + [_rm(c) for c in tail])
             continue
-        if _implicit(real) or any(map(_implicit, ctrl)):  # on the real held-out labels, whatever the stage trained on
+        if any(map(_implicit, [real, *ctrl, *tail])):  # on the real held-out labels, whatever the stage trained on
             rows.append([name, "implicit reward, held-out pair accuracy", _implicit(real)] + [_implicit(c) for c in ctrl]
-                        + _spread([((c or {}).get("implicit_reward_test") or {}).get("accuracy") for c in ctrl]))
-        decodings = next(m for m in [real, *ctrl] if m)["vs_sft"]
+                        + _spread([((c or {}).get("implicit_reward_test") or {}).get("accuracy") for c in ctrl])
+                        + [_implicit(c) for c in tail])
+        decodings = next(m for m in [real, *ctrl, *tail] if m)["vs_sft"]
         for key in (k for k in decodings if k != "kl"):
             rows.append([name, f"win rate vs SFT, {key}", _win(real, key)] + [_win(c, key, short=True) for c in ctrl]
-                        + _spread([c and c["vs_sft"][key]["win_rate"] for c in ctrl]))
+                        + _spread([c and c["vs_sft"][key]["win_rate"] for c in ctrl])
+                        + [_win(c, key, short=True) for c in tail])
     return rows
 
 
@@ -151,7 +167,8 @@ def main() -> None:
     s = sub.add_parser("shuffle")
     s.add_argument("--train", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", default="0", help=f"a number: a random half swapped, seeded; '{BOTH_WAYS}': every pair "
+                   "once each way")
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--control", required=True)
@@ -160,18 +177,20 @@ def main() -> None:
     t.add_argument("--seeds-dir", required=True)
     a = ap.parse_args()
     if a.cmd == "shuffle":
+        if a.seed != BOTH_WAYS and not a.seed.isdigit():
+            raise SystemExit(f"error: --seed {a.seed}: give a number (a random swap) or '{BOTH_WAYS}' (every pair both ways)")
         pairs = load_rows(a.train)
-        rows = shuffle_labels(pairs, a.seed)
+        rows = both_ways(pairs) if a.seed == BOTH_WAYS else shuffle_labels(pairs, int(a.seed))
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(Path(a.out), rows)
         print(f"{a.out}: {len(rows)} pairs, {sum(r['label_swapped'] for r in rows)} swapped (seed {a.seed}); "
-              f"{len(pairs) - len(rows)} with an empty answer left out")
+              f"{len(pairs) - len(_kept(pairs))} with an empty answer left out")
         return
     if a.cmd == "seeds":
         _print(seeds_table(Path(a.runs), Path(a.seeds_dir)))
         return
-    if not control_runs(a.control):
-        raise SystemExit(f"error: {a.control}: no shuffle run (folders 0, 1, ...): run make bench-control")
+    if not control_runs(a.control) and not both_ways_run(a.control):
+        raise SystemExit(f"error: {a.control}: no control run (folders 0, 1, ..., {BOTH_WAYS}): run make bench-control")
     _print(table(Path(a.runs), Path(a.control)))
 
 

@@ -82,11 +82,20 @@ def code_sha256(stage_file: str | Path) -> str:
     return h.hexdigest()
 
 
+BOTH_WAYS = "both"  # the control run of `make bench-control` on every training pair written both ways
+
+
 def control_runs(control: str | Path) -> list[tuple[str, Path]]:
     """The shuffled-label control runs of `make bench-control`, one folder per shuffle (<control>/<shuffle>), in order."""
     control = Path(control)
     found = [d for d in control.iterdir() if d.is_dir() and d.name.isdigit()] if control.is_dir() else []
     return [(d.name, d) for d in sorted(found, key=lambda d: int(d.name))]
+
+
+def both_ways_run(control: str | Path) -> Path | None:
+    """The control run without any direction (<control>/both: each pair once each way), where there is one."""
+    d = Path(control) / BOTH_WAYS
+    return d if d.is_dir() else None
 
 
 class StageDir:

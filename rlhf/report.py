@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from core.artifacts import control_runs
+from core.artifacts import both_ways_run, control_runs
 from core.data import load_rows
 from core.ratings import ratings
 
@@ -356,7 +356,9 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
         implicit = [(head, m) for head, m in [
             ("DPO's implicit reward", (_json(runs_dir / "dpo" / "metrics.json") or {}).get("implicit_reward_test"))] + [
             ("the control DPO's" + (f", shuffle {n}" if len(shuffles) > 1 else ""),
-             (_json(d / "dpo" / "metrics.json") or {}).get("implicit_reward_test")) for n, d in shuffles]
+             (_json(d / "dpo" / "metrics.json") or {}).get("implicit_reward_test")) for n, d in shuffles] + [
+            ("the control DPO's, pairs both ways", (_json(d / "dpo" / "metrics.json") or {}).get("implicit_reward_test"))
+            for d in filter(None, [both_ways_run(runs_dir / "control")])]
             if m]
         if kinds:
             rep.p("By what a pair tells apart: capability = the answers differ in correctness (the reward model must "
@@ -366,7 +368,8 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
                   + (" Next to it, the DPO policy's implicit reward (beta * log pi / pi_SFT over the reply's tokens, or "
                      "beta * (1 - pi_SFT / pi) under forward KL: the same order of every pair), "
                      "learned from the same training pairs, on the same held-out pairs; the control DPO's, trained on them "
-                     "with their direction shuffled (make bench-control), is what it knows without the labels."
+                     "with their direction shuffled or written both ways (make bench-control), is what it knows "
+                     "without the labels."
                      if implicit else ""))
 
             def cell(m: dict, kind: str) -> str:
@@ -463,16 +466,18 @@ def summary(metrics: dict, runs_dir: Path, out: Path) -> list[str]:
         lines.append(f"  {m.upper() + ' vs SFT':<30}" + "".join(f"{_with_ci(w, 1) if w else '':<26}" for w in cells))
     if metrics.get("ceiling"):
         lines.append(f"  {'ceiling (reference vs SFT)':<30}" + "".join(f"{pct(metrics['ceiling'][n]):<26}" for n in names))
-    shuffles = control_runs(runs_dir / "control")
-    control = {m: [c for c in (_json(d / m / "metrics.json") for _, d in shuffles) if c] for m in ("dpo", "ppo")}
-    if any(control.values()):
-        def cell(decoding: str) -> str:  # per model, one shuffle's win rate or the range over several
-            wins = {m: [c["vs_sft"][decoding]["win_rate"] for c in cs] for m, cs in control.items() if cs}
-            return ", ".join(f"{m.upper()} " + (pct(w[0]) if len(w) == 1 else f"{100 * min(w):.1f}-{pct(max(w))}")
-                             for m, w in wins.items())
-        head = f"control: {len(shuffles)} label shuffles" if len(shuffles) > 1 else "control: shuffled labels"
-        lines.append(f"  {head:<30}" + "".join(f"{cell(n) + ' ':<26}" for n in names))
-    else:
+    def cell(control: dict, decoding: str) -> str:  # per model, one run's win rate or the range over several
+        wins = {m: [c["vs_sft"][decoding]["win_rate"] for c in cs] for m, cs in control.items() if cs}
+        return ", ".join(f"{m.upper()} " + (pct(w[0]) if len(w) == 1 else f"{100 * min(w):.1f}-{pct(max(w))}")
+                         for m, w in wins.items())
+    shuffles, both = control_runs(runs_dir / "control"), both_ways_run(runs_dir / "control")
+    heads = [(f"control: {len(shuffles)} label shuffles" if len(shuffles) > 1 else "control: shuffled labels",
+              [d for _, d in shuffles])] + ([("control: pairs both ways", [both])] if both else [])
+    controls = [(head, {m: [c for c in (_json(d / m / "metrics.json") for d in dirs) if c] for m in ("dpo", "ppo")})
+                for head, dirs in heads]
+    for head, control in (hc for hc in controls if any(hc[1].values())):
+        lines.append(f"  {head:<30}" + "".join(f"{cell(control, n) + ' ':<26}" for n in names))
+    if not any(any(c.values()) for _, c in controls):
         lines.append("  control (shuffled labels): not run; `make bench-control` shows whether the gain is the labels'")
     rmm = _json(runs_dir / "reward" / "metrics.json")
     if rmm:

@@ -2,7 +2,7 @@
 
 import json
 
-from bench.control import seeds_table, shuffle_labels, table
+from bench.control import both_ways, seeds_table, shuffle_labels, table
 
 
 def _rows(n):
@@ -24,6 +24,21 @@ def test_shuffle_swaps_about_half_reproducibly_and_keeps_the_pairs():
     assert rows[0]["chosen"][0]["content"] == "good0"          # the input is not modified
     rows[1]["rejected"][0]["content"] = " "
     assert len(shuffle_labels(rows, seed=0)) == 399             # a pair with an empty answer is left out
+
+
+def test_both_ways_writes_every_pair_once_each_way_so_no_direction_is_left():
+    rows = _rows(50)
+    rows[3]["chosen"][0]["content"] = ""
+    out = both_ways(rows)
+    assert len(out) == 98 and sum(r["label_swapped"] for r in out) == 49          # the empty pair left out
+    for a, b in zip(out[::2], out[1::2]):
+        assert (a["chosen"], a["rejected"]) == (b["rejected"], b["chosen"]) and a["prompt"] == b["prompt"]
+        assert (a["label_swapped"], a["rubric_agrees"], b["label_swapped"], b["rubric_agrees"]) == (False, 1.0, True, 0.0)
+    wins = {}
+    for r in out:                                       # every answer is chosen exactly as often as it is rejected
+        wins[r["chosen"][0]["content"]] = wins.get(r["chosen"][0]["content"], 0) + 1
+        wins[r["rejected"][0]["content"]] = wins.get(r["rejected"][0]["content"], 0) - 1
+    assert set(wins.values()) == {0}
 
 
 def _stage(d, metrics):
@@ -90,3 +105,17 @@ def test_the_reward_row_gives_the_ensembles_mean_where_one_was_trained(tmp_path)
     runs = tmp_path / "runs"
     _stage(runs / "reward", {"test": {"accuracy": 0.9}, "label_ceiling": 0.95, "ensemble": {"mean_score_accuracy": 0.92}})
     assert table(runs, runs / "control")[1][2] == "90.0 % (ceiling 95.0 %); the ensemble's mean 92.0 %"
+
+
+def test_the_run_on_the_pairs_both_ways_gets_its_own_column_outside_the_shuffles_spread(tmp_path):
+    runs = tmp_path / "runs"
+    _stage(runs / "dpo", _policy(0.8))
+    for n, win in (("0", 0.40), ("1", 0.60), ("both", 0.52)):
+        _stage(runs / "control" / n / "dpo", _policy(win))
+    rows = table(runs, runs / "control")
+    assert rows[0][3:] == ["shuffled labels, shuffle 0", "shuffled labels, shuffle 1", "shuffles: mean (range)",
+                           "every pair both ways"]
+    assert rows[1][5] == "50.0 % (40.0 %-60.0 %)" and rows[1][6].startswith("52.0 % (47.0-57.0)")
+    for n in ("0", "1"):
+        (runs / "control" / n / "dpo" / "DONE").unlink()
+    assert table(runs, runs / "control")[1][3:] == ["not run", "not run", "", rows[1][6]]

@@ -181,6 +181,14 @@ def test_the_make_all_summary_is_short_and_names_the_control_and_the_next_steps(
         "temperature=0.7, max_new_tokens=64": {"win_rate": 0.442}, "greedy, max_new_tokens=64": {"win_rate": 0.5}}}))
     text = "\n".join(report.summary(_metrics({"dpo": (0.82, 0.777, 0.86)}), runs, tmp_path / "eval"))
     assert "control: 2 label shuffles" in text and "DPO 44.2-48.7 %" in text and "DPO 50.0-50.7 %" in text
+    assert "both ways" not in text
+    (runs / "control" / "both" / "ppo").mkdir(parents=True)  # the run on every pair both ways: a line of its own
+    (runs / "control" / "both" / "ppo" / "metrics.json").write_text(json.dumps({"vs_sft": {
+        "temperature=0.7, max_new_tokens=64": {"win_rate": 0.473}, "greedy, max_new_tokens=64": {"win_rate": 0.497}}}))
+    lines = report.summary(_metrics({"dpo": (0.82, 0.777, 0.86)}), runs, tmp_path / "eval")
+    both = next(line for line in lines if "control: pairs both ways" in line)
+    assert "PPO 47.3 %" in both and "PPO 49.7 %" in both and "DPO" not in both
+    assert "DPO 44.2-48.7 %" in "\n".join(lines)               # the shuffles' range does not take it in
 
 
 def test_the_report_lists_each_aligning_stages_kl_budget_what_it_measured_and_what_fired(tmp_path):
