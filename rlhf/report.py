@@ -221,6 +221,27 @@ def _with_ci(r: dict, digits: int = 0) -> str:
     return f"{100 * r['win_rate']:.{digits}f} % ({100 * r['ci95'][0]:.{digits}f}-{100 * r['ci95'][1]:.{digits}f})"
 
 
+def control_table(runs_dir: Path, decodings: list[str]) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows: the real labels, then each control run of make bench-control (the shuffles, then the pairs
+    both ways): the reward model's held-out accuracy on the real labels, DPO's and PPO's win rate vs SFT and correct
+    rate per decoding. None where no control has run."""
+    runs = [(f"shuffled, shuffle {n}", d) for n, d in control_runs(runs_dir / "control")]
+    runs += [("every pair both ways", d) for d in filter(None, [both_ways_run(runs_dir / "control")])]
+    if not runs:
+        return None
+
+    def win(metrics: dict | None, decoding: str) -> str:
+        r = ((metrics or {}).get("vs_sft") or {}).get(decoding)
+        return f"{_with_ci(r, 1)}, correct {pct(r['correct_a'])}" if r else ""
+    rows = []
+    for label, d in [("real labels", runs_dir)] + runs:
+        rm = _json(d / "reward" / "metrics.json")
+        policies = [_json(d / m / "metrics.json") for m in ("dpo", "ppo")]
+        rows.append([label, pct(rm["test"]["accuracy"]) if rm else ""] + [win(m, k) for m in policies for k in decodings])
+    return (["labels", "reward model, held-out pairs"] + [f"{m} vs SFT, {k}" for m in ("DPO", "PPO") for k in decodings],
+            rows)
+
+
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -331,6 +352,16 @@ def render(metrics: dict, runs_dir: Path, out: Path, votes: Path | None) -> dict
                                    f" / {pct(e['correct_by_task'][t])}" for t in tasks])
         rep.p("Per task: win rate vs SFT (95 % CI) / correct.")
         rep.table(["model", *tasks], trows)
+
+    control = control_table(runs_dir, [d["name"] for d in decodings])
+    rep.p("**Is the gain the labels'?** The same reward model, DPO and PPO trained on the same pairs with their direction "
+          "taken away (make bench-control): chosen and rejected swapped at random (a shuffle), or every pair written "
+          "once each way (no direction at all). Against SFT as above, each stage's own figures; the reward model on the "
+          "real held-out labels." if control else
+          "**Is the gain the labels'?** Not measured yet: make bench-control trains the same stages on the pairs with "
+          "their direction taken away.")
+    if control:
+        rep.table(*control)
 
     # -- reward model and labels
     rep.h2("Reward model and the labels behind it")

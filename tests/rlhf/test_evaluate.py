@@ -208,3 +208,27 @@ def test_the_report_lists_each_aligning_stages_kl_budget_what_it_measured_and_wh
     (tmp_path / "ppo-unfinished").mkdir()
     assert kl_guards(tmp_path) == [["dpo", 12.0, "1.98", "no"], ["ppo", 12.0, "13.10", "kl_budget at step 1"],
                                    ["rloo", "none", "", "no"]]
+
+
+def test_the_report_puts_each_control_run_under_the_real_labels(tmp_path):
+    import json
+    runs = tmp_path / "runs"
+
+    def stage(path, metrics):
+        (runs / path).mkdir(parents=True)
+        (runs / path / "metrics.json").write_text(json.dumps(metrics))
+
+    def policy(win, correct):
+        return {"vs_sft": {"greedy": {"win_rate": win, "ci95": [win - 0.02, win + 0.02], "correct_a": correct}}}
+    assert report.control_table(runs, ["greedy"]) is None       # nothing to show before make bench-control
+    stage("reward", {"test": {"accuracy": 0.8}})
+    stage("dpo", policy(0.86, 0.82))
+    stage("ppo", policy(0.9, 0.83))
+    stage("control/1/reward", {"test": {"accuracy": 0.45}})
+    stage("control/1/ppo", policy(0.46, 0.76))                  # DPO of this shuffle not run: an empty cell
+    stage("control/both/dpo", policy(0.5, 0.8))
+    head, rows = report.control_table(runs, ["greedy"])
+    assert head == ["labels", "reward model, held-out pairs", "DPO vs SFT, greedy", "PPO vs SFT, greedy"]
+    assert rows == [["real labels", "80.0 %", "86.0 % (84.0-88.0), correct 82.0 %", "90.0 % (88.0-92.0), correct 83.0 %"],
+                    ["shuffled, shuffle 1", "45.0 %", "", "46.0 % (44.0-48.0), correct 76.0 %"],
+                    ["every pair both ways", "", "50.0 % (48.0-52.0), correct 80.0 %", ""]]
