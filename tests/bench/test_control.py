@@ -119,3 +119,19 @@ def test_the_run_on_the_pairs_both_ways_gets_its_own_column_outside_the_shuffles
     for n in ("0", "1"):
         (runs / "control" / n / "dpo" / "DONE").unlink()
     assert table(runs, runs / "control")[1][3:] == ["not run", "not run", "", rows[1][6]]
+
+
+def test_the_shuffle_command_writes_both_ways_and_refuses_an_unknown_seed(tmp_path, monkeypatch, capsys):
+    import pytest
+    from bench import control
+    src = tmp_path / "train.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _rows(3)))
+    out = tmp_path / "both" / "prefs" / "train.jsonl"
+    monkeypatch.setattr("sys.argv", ["control", "shuffle", "--train", str(src), "--out", str(out), "--seed", "both"])
+    control.main()
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["label_swapped"] for r in rows] == [False, True] * 3
+    assert "6 pairs, 3 swapped (seed both)" in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", ["control", "shuffle", "--train", str(src), "--out", str(out), "--seed", "all"])
+    with pytest.raises(SystemExit, match="--seed all: give a number"):
+        control.main()
