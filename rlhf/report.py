@@ -497,6 +497,7 @@ def summary(metrics: dict, runs_dir: Path, out: Path) -> list[str]:
         lines.append(f"  {m.upper() + ' vs SFT':<30}" + "".join(f"{_with_ci(w, 1) if w else '':<26}" for w in cells))
     if metrics.get("ceiling"):
         lines.append(f"  {'ceiling (reference vs SFT)':<30}" + "".join(f"{pct(metrics['ceiling'][n]):<26}" for n in names))
+
     def cell(control: dict, decoding: str) -> str:  # per model, one run's win rate or the range over several
         wins = {m: [c["vs_sft"][decoding]["win_rate"] for c in cs] for m, cs in control.items() if cs}
         return ", ".join(f"{m.upper()} " + (pct(w[0]) if len(w) == 1 else f"{100 * min(w):.1f}-{pct(max(w))}")
@@ -506,9 +507,10 @@ def summary(metrics: dict, runs_dir: Path, out: Path) -> list[str]:
               [d for _, d in shuffles])] + ([("control: pairs both ways", [both])] if both else [])
     controls = [(head, {m: [c for c in (_json(d / m / "metrics.json") for d in dirs) if c] for m in ("dpo", "ppo")})
                 for head, dirs in heads]
-    for head, control in (hc for hc in controls if any(hc[1].values())):
+    shown = [(head, control) for head, control in controls if any(control.values())]
+    for head, control in shown:
         lines.append(f"  {head:<30}" + "".join(f"{cell(control, n) + ' ':<26}" for n in names))
-    if not any(any(c.values()) for _, c in controls):
+    if not shown:
         lines.append("  control (shuffled labels): not run; `make bench-control` shows whether the gain is the labels'")
     rmm = _json(runs_dir / "reward" / "metrics.json")
     if rmm:
