@@ -196,7 +196,14 @@ def _probe_seq(config) -> int:
 def _race(setups: dict[str, tuple[str, str]], config, padded: bool = False) -> dict[str, tuple[float, list[float]]]:
     """Per setup name, (path, attention kind) -> (tokens/s, loss per step) of the probe model. The setups
     take turns step by step and each keeps its fastest step, so a busy neighbour on a shared machine slows
-    them alike instead of deciding the race."""
+    them alike instead of deciding the race. The probe models are seeded inside a fork of torch's random
+    state: a stage that seeds torch and then picks its numerics (PPO) draws the same numbers after a probe as
+    after a cache hit."""
+    with torch.random.fork_rng(devices=[]):
+        return _race_steps(setups, config, padded)
+
+
+def _race_steps(setups: dict[str, tuple[str, str]], config, padded: bool) -> dict[str, tuple[float, list[float]]]:
     from core.onednn import use_onednn_linear
     seq = _probe_seq(config)
     ids = torch.randint(0, config.vocab_size, (PROBE_ROWS, seq + 1), generator=torch.Generator().manual_seed(0))

@@ -129,6 +129,17 @@ def test_auto_measures_every_path_the_cpu_has_then_reads_the_cache(model, cache,
     assert again.record()["tokens_per_s"] == n.tokens_per_s
 
 
+def test_a_probe_leaves_the_stage_s_random_numbers_as_a_cache_hit_does(model, cache):
+    # PPO seeds torch, picks its numerics, then draws its minibatch order: a probe used to reseed torch on the way.
+    draws = []
+    for source in ("measured", "cached"):
+        torch.manual_seed(7)
+        assert precision.choose("auto", model.config).source == source
+        draws.append(torch.rand(4))
+    torch.manual_seed(7)
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], torch.rand(4))
+
+
 def test_another_shape_is_measured_again(model, tokenizer, cache):
     precision.choose("auto", model.config)
     wider = build_model(ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
