@@ -140,6 +140,18 @@ def test_a_probe_leaves_the_stage_s_random_numbers_as_a_cache_hit_does(model, ca
     assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], torch.rand(4))
 
 
+@pytest.mark.parametrize("flags, native", [
+    ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, True),   # Intel Xeon with AMX (the issue-20 machine)
+    ({"avx2", "avx512f", "avx512_bf16"}, True),            # AMD EPYC Zen 4, Intel Cooper Lake
+    ({"avx2", "avx512f"}, False),                          # AVX-512 without bf16: emulated, never raced
+    (set(), False),                                        # no /proc/cpuinfo
+])
+def test_bf16_races_only_where_the_cpu_runs_it_natively(monkeypatch, flags, native):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    assert precision.cpu_has_bf16() == native and ("bf16" in precision.candidates()) == native
+    assert precision.candidates()[0] == "fp32"  # the simplest first: every other path must beat it
+
+
 def test_another_shape_is_measured_again(model, tokenizer, cache):
     precision.choose("auto", model.config)
     wider = build_model(ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
